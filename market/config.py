@@ -1,0 +1,77 @@
+"""The one place that knows topic names, partition counts and defaults (DESIGN.md §2, §9).
+
+Producer, pipeline and serving import these names; flags and environment
+variables may override the values, never redefine them.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# --- Kafka -----------------------------------------------------------------
+DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+
+TICKS_TOPIC = "raw_stock_ticks"
+TRENDS_TOPIC = "analyzed_market_trends"
+ALERTS_TOPIC = "market_alerts"
+DLQ_TOPIC = "raw_stock_ticks_dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic the system needs, as DESIGN.md §2 lays it out."""
+
+    name: str
+    partitions: int
+    description: str
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(TICKS_TOPIC, 3, "market ticks keyed by symbol"),
+    TopicSpec(TRENDS_TOPIC, 3, "1-minute bars keyed by symbol"),
+    TopicSpec(ALERTS_TOPIC, 3, "anomaly alerts keyed by symbol"),
+    TopicSpec(DLQ_TOPIC, 1, "rejected ticks with the reason"),
+)
+
+# --- Bars and anomalies (DESIGN.md §4, §5, §9) -------------------------------
+WINDOW_SIZE_S = 60
+ALLOWED_LATENESS_S = 30
+EARLY_FIRING_S = 5
+VOLATILITY_THRESHOLD_PCT = 2.0
+ZSCORE_THRESHOLD = 3.0
+VOLUME_SPIKE_RATIO = 3.0
+
+# Cross-window history (DESIGN.md §4): z-score and volume ratio look back 20
+# windows and need at least 5; the moving averages span 5 and 20 windows.
+HISTORY_WINDOWS = 20
+MIN_HISTORY_WINDOWS = 5
+SMA_FAST_WINDOWS = 5
+SMA_SLOW_WINDOWS = 20
+
+# --- Serving (DESIGN.md §7, §8) ----------------------------------------------
+SERVING_HOST = "127.0.0.1"
+SERVING_PORT = 8000
+SERVING_HISTORY_HOURS = 24.0
+SERVING_BARS_PER_SYMBOL = 1000
+SERVING_ALERTS_KEPT = 1000
+WS_HEARTBEAT_S = 15
+WS_QUEUE_SIZE = 1000
+REST_DEFAULT_LIMIT = 100
+REST_MAX_LIMIT = 1000
+
+# --- Producer (issue 5) ------------------------------------------------------
+PRODUCER_RATE = 10_000
+
+# Environment variable names: the flag name in upper case.
+ENV_BOOTSTRAP_SERVERS = "KAFKA_BOOTSTRAP_SERVERS"
+
+
+def env_or(name: str, default: str) -> str:
+    """Value of environment variable `name` if set and non-empty, else `default`."""
+    value = os.environ.get(name, "")
+    return value if value else default
+
+
+def bootstrap_servers() -> str:
+    """Kafka bootstrap servers from KAFKA_BOOTSTRAP_SERVERS or the default."""
+    return env_or(ENV_BOOTSTRAP_SERVERS, DEFAULT_BOOTSTRAP_SERVERS)

@@ -1,0 +1,1 @@
+"""What each runner needs: local infrastructure, Flink cluster and Dataflow submission."""

@@ -1,0 +1,49 @@
+"""`python -m runners.local fetch|start|stop|status|topics` for the local infrastructure."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from runners.local import fetch, kafka, paths, prereqs, process
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runners.local", description=__doc__)
+    parser.add_argument("command", choices=["fetch", "start", "stop", "status", "topics"],
+                        help="fetch: resolve jars from Maven; start/stop: the Kafka broker; "
+                             "status: what runs; topics: create the topics of DESIGN.md §2")
+    parser.add_argument("--force", action="store_true", help="fetch: resolve again even if cached")
+    parser.add_argument("--reset", action="store_true", help="stop: also delete the broker's data")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "fetch":
+            for name, path in fetch.fetch_all(force=args.force).items():
+                print(f"{name}: {path}")
+        elif args.command == "start":
+            fetch.fetch_all()
+            kafka.start()
+            print(f"kafka: running on {kafka.HOST}:{kafka.PORT} (pid {process.read_pid(kafka.NAME)}), "
+                  f"data {paths.data_dir(kafka.NAME)}")
+        elif args.command == "stop":
+            print("kafka: stopped" if kafka.stop() else "kafka: was not running")
+            if args.reset:
+                kafka.reset_data()
+        elif args.command == "status":
+            pid = process.read_pid(kafka.NAME)
+            print(f"kafka: {'running, pid %d' % pid if pid else 'stopped'}")
+            print(f"job server jar: {fetch.job_server_jar()} "
+                  f"({'present' if fetch.job_server_jar().exists() else 'missing'})")
+            print(f"expansion service jar: {fetch.expansion_service_jar()} "
+                  f"({'present' if fetch.expansion_service_jar().exists() else 'missing'})")
+        elif args.command == "topics":
+            print("created:", kafka.create_topics() or "none (all exist)")
+    except (prereqs.MissingPrerequisite, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by `make run` and `make test`: checks prerequisites,
+# creates .venv with the pinned packages, resolves the Kafka/Beam jars from Maven.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+die() { echo "error: $*" >&2; exit 1; }
+
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      PYTHON="$candidate"; break
+    fi
+  done
+fi
+[ -n "$PYTHON" ] || die "Python 3.11 is required (apache-beam 2.62 is pinned): install python3.11 or set PYTHON=/path/to/python3.11"
+command -v java >/dev/null || die "Java 17+ is required for Kafka and the Flink job server: apt-get install openjdk-17-jdk-headless"
+JAVA_MAJOR=$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -1)
+[ "${JAVA_MAJOR:-0}" -ge 17 ] || die "Java 17+ is required, found Java ${JAVA_MAJOR:-unknown}"
+command -v mvn >/dev/null || die "Maven is required to fetch the Kafka and Beam jars: apt-get install maven"
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+STAMP=.venv/.requirements.sha
+WANT=$(cat requirements.txt requirements-dev.txt setup.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "== installing Python packages (first run takes a few minutes)"
+  .venv/bin/pip install --disable-pip-version-check -q -r requirements-dev.txt
+  .venv/bin/pip install --disable-pip-version-check -q --no-deps -e .
+  echo "$WANT" > "$STAMP"
+fi
+
+echo "== fetching Kafka and Beam jars (cached under .cache/jars)"
+.venv/bin/python -m runners.local fetch
