@@ -1,0 +1,1 @@
+"""Beam pipelines of the product: `python -m pipelines.market`."""

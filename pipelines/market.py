@@ -1,0 +1,82 @@
+"""The market pipeline: raw ticks from Kafka → bars, alerts, dead letters to Kafka.
+
+    python -m pipelines.market --runner=FlinkRunner
+
+runs it on an embedded Flink with the local jars; `--flink_master=host:port`
+on a Flink cluster; `--runner=DataflowRunner ...` on Dataflow (see
+runners/README.md). Streaming is implied.
+"""
+from __future__ import annotations
+
+import logging
+import typing
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from pipelines import kafka_io
+from pipelines.options import MarketOptions
+from transforms import MarketAnalytics
+
+log = logging.getLogger(__name__)
+
+
+def analytics_for(options: MarketOptions) -> MarketAnalytics:
+    """The transforms configured from the pipeline's flags."""
+    return MarketAnalytics(
+        window_size_s=options.window_size_s,
+        allowed_lateness_s=options.allowed_lateness_s,
+        early_firing_s=options.early_firing_s,
+        volatility_threshold_pct=options.volatility_threshold_pct,
+        zscore_threshold=options.zscore_threshold,
+        volume_spike_ratio=options.volume_spike_ratio)
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: beam.PTransform | None = None,
+                   sinks: typing.Mapping[str, beam.PTransform] | None = None, expansion_service=None):
+    """Wire source → MarketAnalytics → sinks on `pipeline`; return the analytics outputs.
+
+    `source` replaces the Kafka read (tests feed a TestStream of SourceRecords
+    or bytes); `sinks` maps "bars", "alerts", "dead_letters" to transforms
+    taking (key, value) byte pairs and replaces the Kafka writes.
+    """
+    market = options.view_as(MarketOptions)
+    if source is None:
+        source = kafka_io.ReadTicksFromKafka(
+            market.bootstrap_servers, market.input_topic, market.consumer_group,
+            market.start_offset, expansion_service=expansion_service)
+    if sinks is None:
+        sinks = {name: kafka_io.WriteToTopic(market.bootstrap_servers, topic, expansion_service)
+                 for name, topic in (("bars", market.output_topic), ("alerts", market.alerts_topic),
+                                     ("dead_letters", market.dlq_topic))}
+
+    outputs = pipeline | "ReadTicks" >> source | "AnalyzeMarket" >> analytics_for(market)
+    kv = typing.Tuple[bytes, bytes]
+    _ = (outputs.bars
+         | "EncodeBars" >> beam.Map(kafka_io.keyed_json("symbol")).with_output_types(kv)
+         | "WriteBars" >> sinks["bars"])
+    _ = (outputs.alerts
+         | "EncodeAlerts" >> beam.Map(kafka_io.keyed_json("symbol")).with_output_types(kv)
+         | "WriteAlerts" >> sinks["alerts"])
+    _ = (outputs.dead_letters
+         | "EncodeDeadLetters" >> beam.Map(kafka_io.encode_dead_letter).with_output_types(kv)
+         | "WriteDeadLetters" >> sinks["dead_letters"])
+    return outputs
+
+
+def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
+    """Parse flags, let the runner add what it needs, build and run the pipeline."""
+    from runners import select
+
+    pipeline_args, expansion_service = select.prepare(argv)
+    options = PipelineOptions(pipeline_args)
+    options.view_as(StandardOptions).streaming = True
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, options, expansion_service=expansion_service)
+    result = pipeline.run()
+    return result
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run().wait_until_finish()

@@ -1,0 +1,1 @@
+"""Submission of the market pipeline to Google Cloud Dataflow."""
