@@ -5,14 +5,18 @@ import argparse
 import logging
 import sys
 
-from runners.local import fetch, kafka, paths, prereqs, process
+from market import config
+from runners.local import fetch, kafka, paths, prereqs, process, stack
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runners.local", description=__doc__)
-    parser.add_argument("command", choices=["fetch", "start", "stop", "status", "topics"],
+    parser.add_argument("command", choices=["fetch", "start", "stop", "status", "topics", "up", "down"],
                         help="fetch: resolve jars from Maven; start/stop: the Kafka broker; "
-                             "status: what runs; topics: create the topics of DESIGN.md §2")
+                             "status: what runs; topics: create the topics of DESIGN.md §2; "
+                             "up/down: the whole system (Kafka, producer, pipeline, serving)")
+    parser.add_argument("--rate", type=int, default=config.PRODUCER_RATE, help="up: producer ticks/s")
+    parser.add_argument("--port", type=int, default=config.SERVING_PORT, help="up: serving port")
     parser.add_argument("--force", action="store_true", help="fetch: resolve again even if cached")
     parser.add_argument("--reset", action="store_true", help="stop: also delete the broker's data")
     args = parser.parse_args(argv)
@@ -26,13 +30,21 @@ def main(argv: list[str] | None = None) -> int:
             kafka.start()
             print(f"kafka: running on {kafka.HOST}:{kafka.PORT} (pid {process.read_pid(kafka.NAME)}), "
                   f"data {paths.data_dir(kafka.NAME)}")
+        elif args.command == "up":
+            fetch.fetch_all()
+            url = stack.up(rate=args.rate, port=args.port)
+            for name, pid in stack.status().items():
+                print(f"{name}: running, pid {pid}, log {paths.log_file(name)}")
+            print(f"\nDashboard: {url}\nStop everything with: make stop")
+        elif args.command == "down":
+            print("stopped:", ", ".join(stack.down()) or "nothing was running")
         elif args.command == "stop":
             print("kafka: stopped" if kafka.stop() else "kafka: was not running")
             if args.reset:
                 kafka.reset_data()
         elif args.command == "status":
-            pid = process.read_pid(kafka.NAME)
-            print(f"kafka: {'running, pid %d' % pid if pid else 'stopped'}")
+            for name, pid in stack.status().items():
+                print(f"{name}: {'running, pid %d' % pid if pid else 'stopped'}")
             print(f"job server jar: {fetch.job_server_jar()} "
                   f"({'present' if fetch.job_server_jar().exists() else 'missing'})")
             print(f"expansion service jar: {fetch.expansion_service_jar()} "

@@ -1,0 +1,82 @@
+"""The whole system on this machine: Kafka, producer, pipeline on embedded Flink, serving.
+
+`python -m runners.local up` starts what is not running and prints the
+dashboard URL; `python -m runners.local down` stops everything. Each part runs
+as its own background process with a pid file and a log under .cache/.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import urllib.request
+
+from market import config
+from runners.local import kafka, paths, process
+
+log = logging.getLogger(__name__)
+
+PRODUCER = "producer"
+PIPELINE = "pipeline"
+SERVING = "serving"
+PARTS = (SERVING, PIPELINE, PRODUCER)
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault(config.ENV_BOOTSTRAP_SERVERS, f"{kafka.HOST}:{kafka.PORT}")
+    env["PYTHONPATH"] = str(paths.PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def commands(rate: int, port: int) -> dict[str, list[str]]:
+    """The command line of each part."""
+    return {
+        SERVING: [_python(), "-m", "serving", "--host", config.SERVING_HOST, "--port", str(port)],
+        PIPELINE: [_python(), "-m", "pipelines.market", "--runner=FlinkRunner"],
+        PRODUCER: [_python(), "-m", "producer", "--rate", str(rate)],
+    }
+
+
+def up(rate: int = config.PRODUCER_RATE, port: int = config.SERVING_PORT, timeout_s: float = 120) -> str:
+    """Start every part not yet running; return the dashboard URL once serving is ready."""
+    kafka.start()
+    for name, cmd in commands(rate, port).items():
+        if process.read_pid(name):
+            log.info("%s already running (pid %s)", name, process.read_pid(name))
+            continue
+        pid = process.start(name, cmd, cwd=paths.PROJECT_ROOT, env=_env())
+        log.info("%s started (pid %s), log %s", name, pid, paths.log_file(name))
+    url = f"http://{config.SERVING_HOST}:{port}/"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name in PARTS:
+            if process.read_pid(name) is None:
+                raise RuntimeError(f"{name} exited:\n{process.tail(paths.log_file(name))}")
+        try:
+            with urllib.request.urlopen(url + "healthz", timeout=2) as response:
+                if response.status == 200:
+                    return url
+        except OSError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"serving did not answer on {url} in {timeout_s:.0f}s:\n"
+                       f"{process.tail(paths.log_file(SERVING))}")
+
+
+def down() -> list[str]:
+    """Stop every part and the broker; return the names that were running."""
+    stopped = [name for name in PARTS if process.stop(name, timeout_s=30)]
+    if kafka.stop():
+        stopped.append(kafka.NAME)
+    return stopped
+
+
+def status() -> dict[str, int | None]:
+    return {name: process.read_pid(name) for name in (kafka.NAME, *PARTS)}
