@@ -75,3 +75,30 @@ def env_or(name: str, default: str) -> str:
 def bootstrap_servers() -> str:
     """Kafka bootstrap servers from KAFKA_BOOTSTRAP_SERVERS or the default."""
     return env_or(ENV_BOOTSTRAP_SERVERS, DEFAULT_BOOTSTRAP_SERVERS)
+
+# --- Serving WebSocket transport (issue 7) -----------------------------------
+# Protocol pings find dead peers; the send buffer is kept small so a slow
+# client overflows its bounded queue instead of hiding in kernel memory.
+WS_PING_INTERVAL_S = 25
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+WS_SEND_BUFFER_BYTES = 256 * 1024
+WS_CLOSE_GRACE_S = 5.0
+
+# --- Producer defaults (issue 5; DESIGN.md §2, §3, §9) -------------------------
+# Producer-only flags read PRODUCER_<FLAG> from the environment (the shared
+# KAFKA_BOOTSTRAP_SERVERS keeps its own name).
+PRODUCER_ENV_PREFIX = "PRODUCER_"
+PRODUCER_STATS_INTERVAL_S = 5.0
+PRODUCER_FLUSH_TIMEOUT_S = 30.0
+# A broker that does not answer a metadata request within this is reported
+# as unreachable instead of letting librdkafka retry forever.
+PRODUCER_BROKER_TIMEOUT_S = 5.0
+# Market simulation: expected price jumps per symbol per minute of event time
+# and their mean size, chosen so that >2 % swings and z-score alerts happen
+# within minutes on the default universe.
+PRODUCER_JUMP_RATE_PER_MIN = 0.05
+PRODUCER_JUMP_SIZE_PCT = 3.0
+# Injected late ticks are back-dated past window + allowed lateness (+ margin)
+# so the pipeline must dead-letter them; out-of-order ticks stay within it.
+PRODUCER_LATE_BY_S = WINDOW_SIZE_S + ALLOWED_LATENESS_S + 15
+PRODUCER_OUT_OF_ORDER_MAX_S = 10.0

@@ -1,0 +1,60 @@
+"""Serving: REST, WebSocket and dashboard over the pipeline's Kafka topics (DESIGN.md §7, §8).
+
+Production: `gunicorn --worker-class gthread --workers 1 --threads 1100 'serving:create_app()'`
+(see docs/serving.md); development: `python -m serving`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask.json.provider import JSONProvider
+
+from market import codec
+from serving import errors, settings
+from serving import state as serving_state
+from serving import ws
+from serving.api import bp as api_bp
+
+
+class OrjsonProvider(JSONProvider):
+    """Flask's JSON through the project's one codec (market.codec)."""
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return codec.dumps(obj).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return codec.loads(s)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the serving app: settings from the environment, overridden by `config`."""
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.json = OrjsonProvider(app)
+    app.config.from_mapping(settings.from_environ())
+    if config:
+        app.config.from_mapping(config)
+    errors.init_app(app)
+    ws.init_app(app)
+    app.register_blueprint(api_bp)
+    state = serving_state.init_app(app)
+    _time_requests(app, state.metrics)
+    return app
+
+
+def _time_requests(app: Flask, metrics: Any) -> None:
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        started = g.get("request_started")
+        # The route template, not the URL, keeps the label set small.
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        if started is not None and endpoint != "/ws":
+            metrics.request_latency.labels(request.method, endpoint, str(response.status_code)).observe(
+                time.perf_counter() - started)
+        return response

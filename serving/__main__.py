@@ -1,0 +1,21 @@
+"""Development server: `python -m serving [--port 8000 ...]` (production: gunicorn, docs/serving.md)."""
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from serving import create_app, settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the Werkzeug development server with threads (one per WebSocket client)."""
+    config, ns = settings.parse_args(argv)
+    logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)
+    app.run(host=ns.host, port=ns.port, threaded=True, use_reloader=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The Kafka feed: replay the last hours of both output topics, then follow them live.
+
+One background thread owns one confluent-kafka Consumer that is *assigned*
+every partition of both topics (no consumer group sharing), so each serving
+process sees everything. Readiness is "history replayed and broker answering";
+a broker outage is noticed by the periodic watermark probe and heals by itself,
+because librdkafka reconnects and the thread keeps its positions.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from market import codec
+from serving.hub import Hub
+from serving.metrics import Metrics
+from serving.store import MalformedRecord
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL_S = 2.0      # how often the broker is asked for watermarks (readiness, lag)
+PROBE_TIMEOUT_S = 2.0
+RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+BATCH = 500
+
+
+def consumer_config(bootstrap_servers: str) -> dict[str, Any]:
+    """librdkafka settings of the serving consumer."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        # assign() needs no group, but librdkafka wants an id; a unique one
+        # guarantees no two processes ever share partitions or offsets.
+        "group.id": f"serving-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+        # Serve a new bar within tens of ms even on a quiet topic.
+        "fetch.wait.max.ms": 100,
+        "reconnect.backoff.ms": 200,
+        "reconnect.backoff.max.ms": 2000,
+        "client.id": "market-serving",
+    }
+
+
+class KafkaFeed:
+    """Background consumer of the trends and alerts topics feeding a Hub."""
+
+    def __init__(self, hub: Hub, metrics: Metrics, bootstrap_servers: str, trends_topic: str,
+                 alerts_topic: str, history_hours: float) -> None:
+        self.hub = hub
+        self.metrics = metrics
+        self.bootstrap_servers = bootstrap_servers
+        self.trends_topic = trends_topic
+        self.alerts_topic = alerts_topic
+        self.history_ms = int(history_hours * 3600 * 1000)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._positions: dict[tuple[str, int], int] = {}   # next offset to read, survives reconnects
+        self.replayed = False
+        self.broker_up = False
+        self.status = "starting"
+
+    # --- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        """Start the consumer thread (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="serving-kafka-feed", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and close the consumer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def ready(self) -> bool:
+        """True once history is replayed and while the broker answers."""
+        return self.replayed and self.broker_up
+
+    def _set(self, status: str, broker_up: bool | None = None) -> None:
+        if broker_up is not None:
+            if broker_up != self.broker_up:
+                log.warning("Kafka broker %s", "reachable again" if broker_up else f"unreachable: {status}")
+            self.broker_up = broker_up
+        self.status = status
+        self.metrics.ready.set(1 if self.ready else 0)
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                self._session()
+                attempt = 0
+            except Exception as exc:  # any failure: log, back off, rebuild the consumer
+                self.metrics.consumer_errors.inc()
+                self._set(f"consumer error: {exc}", broker_up=False)
+                log.warning("Kafka feed error (retrying): %s", exc)
+                self._stop.wait(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
+                attempt += 1
+
+    # --- one consumer's life -----------------------------------------------
+    def _session(self) -> None:
+        consumer = Consumer(consumer_config(self.bootstrap_servers), error_cb=self._on_error,
+                            logger=logging.getLogger("serving.librdkafka"))
+        try:
+            assignment = self._assignment(consumer)
+            consumer.assign(assignment)
+            targets = self._pending(consumer, assignment) if not self.replayed else {}
+            self._set("replaying" if not self.replayed else "following", broker_up=True)
+            next_probe = time.monotonic() + PROBE_INTERVAL_S
+            while not self._stop.is_set():
+                for msg in consumer.consume(BATCH, timeout=0.2):
+                    self._handle(msg)
+                if not self.replayed and self._caught_up(consumer, targets):
+                    self.replayed = True
+                    log.info("replayed history: %s", self.hub.store.counts())
+                    self._set("following", broker_up=self.broker_up)
+                if time.monotonic() >= next_probe:
+                    self._probe(consumer, assignment)
+                    next_probe = time.monotonic() + PROBE_INTERVAL_S
+        finally:
+            consumer.close()
+
+    def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
+        """Every partition of both topics, at the remembered position or the start of the history."""
+        start_ms = int(time.time() * 1000) - self.history_ms
+        wanted: list[TopicPartition] = []
+        for topic in (self.trends_topic, self.alerts_topic):
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise KafkaException(f"topic {topic} unavailable: {meta.error if meta else 'missing'}")
+            wanted += [TopicPartition(topic, p, start_ms) for p in sorted(meta.partitions)]
+        fresh = [tp for tp in wanted if (tp.topic, tp.partition) not in self._positions]
+        found = {(tp.topic, tp.partition): tp.offset
+                 for tp in (consumer.offsets_for_times(fresh, timeout=10) if fresh else [])}
+        out = []
+        for tp in wanted:
+            key = (tp.topic, tp.partition)
+            if key in self._positions:
+                offset = self._positions[key]
+            else:
+                offset = found.get(key, -1)
+                if offset < 0:
+                    # Nothing newer than the history start: begin at the end.
+                    offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
+            out.append(TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING))
+        log.info("assigned %d partitions of %s and %s", len(out), self.trends_topic, self.alerts_topic)
+        return out
+
+    def _pending(self, consumer: Consumer, assignment: list[TopicPartition]) -> dict[tuple[str, int], int]:
+        """Partitions with history to replay, and the high watermark to reach on each."""
+        pending = {}
+        for tp in assignment:
+            high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+            if tp.offset < high:
+                pending[(tp.topic, tp.partition)] = high
+        return pending
+
+    def _caught_up(self, consumer: Consumer, targets: dict[tuple[str, int], int]) -> bool:
+        if not targets:
+            return True
+        # position() (not the last offset seen) steps over transaction markers.
+        for tp in consumer.position([TopicPartition(t, p) for t, p in targets]):
+            if tp.offset < targets[(tp.topic, tp.partition)]:
+                return False
+        return True
+
+    def _probe(self, consumer: Consumer, assignment: list[TopicPartition]) -> None:
+        """Ask the broker for watermarks: sets broker_up and the lag gauges."""
+        try:
+            for tp in assignment:
+                _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                         timeout=PROBE_TIMEOUT_S)
+                pos = self._positions.get((tp.topic, tp.partition))
+                lag = max(0, high - pos) if pos is not None else high
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        except KafkaException as exc:
+            self._set(f"broker unreachable: {exc.args[0] if exc.args else exc}", broker_up=False)
+            return
+        self._set("following" if self.replayed else "replaying", broker_up=True)
+
+    def _handle(self, msg: Any) -> None:
+        err = msg.error()
+        if err is not None:
+            # Consumer errors are transient in librdkafka (it retries); log and go on.
+            self.metrics.consumer_errors.inc()
+            log.warning("consumer error on %s [%s]: %s", msg.topic(), msg.partition(), err)
+            return
+        topic = msg.topic()
+        self._positions[(topic, msg.partition())] = msg.offset() + 1
+        self.metrics.consumed.labels(topic).inc()
+        try:
+            record = codec.loads(msg.value() or b"")
+            if topic == self.trends_topic:
+                self.hub.publish_bar(record)
+            else:
+                self.hub.publish_alert(record)
+        except (codec.JSONDecodeError, MalformedRecord) as exc:
+            self.metrics.rejected.labels(topic).inc()
+            log.warning("skipping record %s[%d]@%d: %s", topic, msg.partition(), msg.offset(), exc)
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.metrics.consumer_errors.inc()
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._set("all brokers down", broker_up=False)
+        else:
+            log.info("Kafka client: %s", err)

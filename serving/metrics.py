@@ -1,0 +1,28 @@
+"""Prometheus metrics of one app, in its own registry so several apps (tests) can coexist."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The series /metrics exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("serving_messages_consumed", "Kafka records consumed", ["topic"], registry=r)
+        self.rejected = Counter("serving_messages_rejected", "Kafka records that were not a valid bar/alert",
+                                ["topic"], registry=r)
+        self.lag = Gauge("serving_consumer_lag", "High watermark minus position, per partition",
+                         ["topic", "partition"], registry=r)
+        self.ready = Gauge("serving_ready", "1 when history is replayed and the broker answers", registry=r)
+        self.consumer_errors = Counter("serving_consumer_errors", "Kafka consumer errors seen", registry=r)
+        self.ws_clients = Gauge("serving_websocket_clients", "Connected WebSocket clients", registry=r)
+        self.ws_sent = Counter("serving_websocket_messages_sent", "Messages written to WebSocket clients",
+                               registry=r)
+        self.ws_overflows = Counter("serving_websocket_overflows",
+                                    "Slow WebSocket clients closed with 1008", registry=r)
+        self.request_latency = Histogram(
+            "serving_request_duration_seconds", "HTTP request latency", ["method", "endpoint", "status"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r)

@@ -1,0 +1,111 @@
+"""The OpenAPI 3 description of the REST API (served at /openapi.json)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from market import config as mc
+from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, PANES, TRENDS
+
+_NUM = {"type": "number"}
+_NUM_NULL = {"type": ["number", "null"]}
+_INT = {"type": "integer"}
+
+
+def _bar_schema() -> dict[str, Any]:
+    props: dict[str, Any] = {f: _NUM for f in BAR_FIELDS}
+    props.update({
+        "symbol": {"type": "string"}, "window_start": _INT, "window_end": _INT, "tick_count": _INT,
+        "is_volatility_anomaly": {"type": "boolean"}, "pane": {"type": "string", "enum": list(PANES)},
+        "pane_index": _INT, "is_final": {"type": "boolean"}, "log_return": _NUM_NULL,
+        "return_zscore": _NUM_NULL, "volume_ratio": _NUM_NULL, "trend": {"type": "string", "enum": list(TRENDS)},
+        "anomalies": {"type": "array", "items": {"type": "string", "enum": list(ALERT_TYPES)}},
+    })
+    return {"type": "object", "properties": props, "required": ["symbol", "window_start", "pane_index"]}
+
+
+def _alert_schema() -> dict[str, Any]:
+    props: dict[str, Any] = {f: {"type": "string"} for f in ALERT_FIELDS}
+    props.update({"type": {"type": "string", "enum": list(ALERT_TYPES)},
+                  "severity": {"type": "string", "enum": ["warning", "critical"]},
+                  "window_start": _INT, "window_end": _INT, "value": _NUM, "threshold": _NUM,
+                  "detected_at": _INT})
+    return {"type": "object", "properties": props, "required": ["alert_id", "symbol", "type"]}
+
+
+def _time_param(name: str, what: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": f"{what}: epoch ms or ISO-8601 "
+            "(no offset = UTC)", "schema": {"type": "string"}}
+
+
+_LIMIT = {"name": "limit", "in": "query", "required": False,
+          "schema": {"type": "integer", "minimum": 1, "maximum": mc.REST_MAX_LIMIT,
+                     "default": mc.REST_DEFAULT_LIMIT}}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    words = {400: "bad parameter", 404: "unknown symbol", 503: "not ready (replaying history)"}
+    return {str(c): _json("Error", words[c]) for c in codes}
+
+
+def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenAPI document; paths match the app's routes (a test checks both ways)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Market data serving", "version": "1.0.0",
+                 "description": "1-minute bars and anomaly alerts from the pipeline's Kafka topics. "
+                                "Live pushes: WebSocket /ws (see docs/serving.md)."},
+        "paths": {
+            "/api/v1/symbols": {"get": {"summary": "Every symbol with its last close",
+                                        "responses": {"200": _json("Symbols", "symbols sorted by symbol"),
+                                                      **_errors(503)}}},
+            "/api/v1/trends/latest": {"get": {"summary": "The latest bar of every symbol",
+                                              "responses": {"200": _json("Trends", "latest bars"), **_errors(503)}}},
+            "/api/v1/trends/{symbol}": {"get": {
+                "summary": "Bars of one symbol, oldest first (latest version of each window)",
+                "parameters": [{"name": "symbol", "in": "path", "required": True, "schema": {"type": "string"}},
+                               _time_param("from", "earliest window_start"),
+                               _time_param("to", "latest window_start"), _LIMIT],
+                "responses": {"200": _json("SymbolTrends", "bars; the newest `limit` are kept"),
+                              **_errors(400, 404, 503)}}},
+            "/api/v1/alerts": {"get": {
+                "summary": "Recent alerts, newest first",
+                "parameters": [{"name": "symbol", "in": "query", "required": False, "schema": {"type": "string"}},
+                               {"name": "type", "in": "query", "required": False,
+                                "schema": {"type": "string", "enum": list(ALERT_TYPES)}},
+                               _time_param("from", "earliest detected_at"), _LIMIT],
+                "responses": {"200": _json("Alerts", "alerts"), **_errors(400, 503)}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness: history replayed and broker reachable",
+                                "responses": {"200": {"description": "ready"},
+                                              "503": {"description": "replaying or broker unreachable"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics",
+                                 "responses": {"200": {"description": "text exposition format",
+                                                       "content": {"text/plain": {}}}}}},
+            "/openapi.json": {"get": {"summary": "This document",
+                                      "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
+            "/": {"get": {"summary": "The live dashboard",
+                          "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
+        },
+        "components": {"schemas": {
+            "Bar": _bar_schema(),
+            "Alert": _alert_schema(),
+            "Symbols": {"type": "object", "properties": {"symbols": {"type": "array", "items": {
+                "type": "object", "properties": {"symbol": {"type": "string"}, "close": _NUM,
+                                                 "change_pct": _NUM, "window_end": _INT}}}}},
+            "Trends": {"type": "object", "properties": {"trends": {"type": "array",
+                                                                   "items": {"$ref": "#/components/schemas/Bar"}}}},
+            "SymbolTrends": {"type": "object", "properties": {
+                "symbol": {"type": "string"},
+                "trends": {"type": "array", "items": {"$ref": "#/components/schemas/Bar"}}}},
+            "Alerts": {"type": "object", "properties": {"alerts": {"type": "array",
+                                                                   "items": {"$ref": "#/components/schemas/Alert"}}}},
+            "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                "code": {"type": "string"}, "message": {"type": "string"}}}}},
+        }},
+    }

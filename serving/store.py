@@ -1,0 +1,156 @@
+"""In-memory market state rebuilt from Kafka: bars by (symbol, window_start), latest bars, alerts.
+
+The consumer thread writes, request and WebSocket threads read; every method
+takes `lock`, which the hub also holds while it fans a message out, so a
+WebSocket snapshot and the live stream after it never miss or repeat a bar.
+"""
+from __future__ import annotations
+
+import bisect
+import threading
+from collections import OrderedDict
+from typing import Any
+
+Bar = dict[str, Any]
+Alert = dict[str, Any]
+
+
+class MalformedRecord(ValueError):
+    """A record on an output topic that lacks the identity fields serving needs."""
+
+
+def bar_identity(bar: Any) -> tuple[str, int, int]:
+    """(symbol, window_start, pane_index) of a bar; raises MalformedRecord if absent or mistyped."""
+    if not isinstance(bar, dict):
+        raise MalformedRecord("bar is not a JSON object")
+    symbol, start, pane = bar.get("symbol"), bar.get("window_start"), bar.get("pane_index", 0)
+    if not isinstance(symbol, str) or not symbol:
+        raise MalformedRecord("bar has no symbol")
+    # bool is an int subclass; a true/false window start is not a time.
+    if not isinstance(start, int) or isinstance(start, bool):
+        raise MalformedRecord("bar has no integer window_start")
+    if not isinstance(pane, int) or isinstance(pane, bool):
+        raise MalformedRecord("bar has no integer pane_index")
+    return symbol.upper(), start, pane
+
+
+def alert_identity(alert: Any) -> tuple[str, str]:
+    """(alert_id, symbol) of an alert; raises MalformedRecord if absent."""
+    if not isinstance(alert, dict):
+        raise MalformedRecord("alert is not a JSON object")
+    ident, symbol = alert.get("alert_id"), alert.get("symbol")
+    if not isinstance(ident, str) or not ident:
+        raise MalformedRecord("alert has no alert_id")
+    if not isinstance(symbol, str) or not symbol:
+        raise MalformedRecord("alert has no symbol")
+    return ident, symbol.upper()
+
+
+def _alert_time(alert: Alert) -> int:
+    value = alert.get("detected_at")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    start = alert.get("window_start")
+    return int(start) if isinstance(start, int) and not isinstance(start, bool) else 0
+
+
+class MarketStore:
+    """Bounded state: `bars_per_symbol` windows per symbol and the `alerts_kept` latest alerts."""
+
+    def __init__(self, bars_per_symbol: int, alerts_kept: int) -> None:
+        self.lock = threading.RLock()
+        self.bars_per_symbol = max(1, bars_per_symbol)
+        self.alerts_kept = max(1, alerts_kept)
+        self._bars: dict[str, dict[int, Bar]] = {}
+        self._starts: dict[str, list[int]] = {}   # sorted window_start per symbol
+        self._alerts: OrderedDict[str, Alert] = OrderedDict()  # arrival order
+
+    # --- writes (consumer thread) ----------------------------------------
+    def apply_bar(self, bar: Bar) -> bool:
+        """Keep `bar` if it is a newer version (higher pane_index) or a new window; True if kept."""
+        symbol, start, pane = bar_identity(bar)
+        with self.lock:
+            windows = self._bars.setdefault(symbol, {})
+            starts = self._starts.setdefault(symbol, [])
+            current = windows.get(start)
+            if current is not None:
+                if current.get("pane_index", 0) >= pane:
+                    return False  # a replayed or out-of-order older version
+                windows[start] = bar
+                return True
+            if len(starts) >= self.bars_per_symbol and start < starts[0]:
+                return False  # older than everything the bound keeps
+            bisect.insort(starts, start)
+            windows[start] = bar
+            while len(starts) > self.bars_per_symbol:
+                del windows[starts.pop(0)]
+            return True
+
+    def apply_alert(self, alert: Alert) -> bool:
+        """Keep `alert` unless its alert_id was seen; True if kept."""
+        ident, _ = alert_identity(alert)
+        with self.lock:
+            if ident in self._alerts:
+                return False
+            self._alerts[ident] = alert
+            while len(self._alerts) > self.alerts_kept:
+                self._alerts.popitem(last=False)
+            return True
+
+    # --- reads -------------------------------------------------------------
+    def has_symbol(self, symbol: str) -> bool:
+        """True if any bar of `symbol` is kept."""
+        with self.lock:
+            return bool(self._starts.get(symbol.upper()))
+
+    def latest(self, symbols: set[str] | None = None) -> list[Bar]:
+        """The latest version of the newest window of each symbol (all, or those in `symbols`), by symbol."""
+        with self.lock:
+            out = []
+            for symbol in sorted(self._starts):
+                starts = self._starts[symbol]
+                if starts and (symbols is None or symbol in symbols):
+                    out.append(self._bars[symbol][starts[-1]])
+            return out
+
+    def symbols(self) -> list[dict[str, Any]]:
+        """Summary per symbol: symbol, close, change_pct, window_end of its latest bar."""
+        return [{"symbol": b["symbol"].upper(), "close": b.get("close"), "change_pct": b.get("change_pct"),
+                 "window_end": b.get("window_end")} for b in self.latest()]
+
+    def bars(self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int) -> list[Bar]:
+        """Bars of `symbol` with start_ms <= window_start <= end_ms, oldest first, the newest `limit` of them."""
+        symbol = symbol.upper()
+        with self.lock:
+            starts = self._starts.get(symbol, [])
+            lo = 0 if start_ms is None else bisect.bisect_left(starts, start_ms)
+            hi = len(starts) if end_ms is None else bisect.bisect_right(starts, end_ms)
+            lo = max(lo, hi - limit)
+            windows = self._bars[symbol] if starts else {}
+            return [windows[s] for s in starts[lo:hi]]
+
+    def alerts(self, symbol: str | None = None, alert_type: str | None = None,
+               since_ms: int | None = None, limit: int = 100,
+               symbols: set[str] | None = None) -> list[Alert]:
+        """Kept alerts newest first (by detected_at), filtered by symbol(s), type and detected_at >= since_ms."""
+        with self.lock:
+            chosen = []
+            for alert in self._alerts.values():
+                sym = str(alert.get("symbol", "")).upper()
+                if symbol is not None and sym != symbol.upper():
+                    continue
+                if symbols is not None and sym not in symbols:
+                    continue
+                if alert_type is not None and alert.get("type") != alert_type:
+                    continue
+                if since_ms is not None and _alert_time(alert) < since_ms:
+                    continue
+                chosen.append(alert)
+        chosen.sort(key=_alert_time, reverse=True)
+        return chosen[:limit]
+
+    def counts(self) -> dict[str, int]:
+        """Sizes of the state, for /readyz and logs."""
+        with self.lock:
+            return {"symbols": len(self._starts), "bars": sum(len(s) for s in self._starts.values()),
+                    "alerts": len(self._alerts)}

@@ -1,0 +1,75 @@
+"""Fixtures for serving: an app without Kafka, its test client, and a live threaded server."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import make_server
+
+from serving import create_app
+from serving.state import EXTENSION, ServingState
+
+
+def serving_of(app: Flask) -> ServingState:
+    """The serving state (store, hub, feed) of `app`."""
+    return app.extensions[EXTENSION]
+
+
+@pytest.fixture
+def app() -> Iterator[Flask]:
+    """An app whose store the test fills directly (no Kafka consumer)."""
+    app = create_app({"TESTING": True, "CONSUME": False})
+    yield app
+    serving_of(app).close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class LiveServer:
+    """A threaded Werkzeug server running an app on a free loopback port."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self.thread = threading.Thread(target=self.server.serve_forever, name="live-server", daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def state(self) -> ServingState:
+        return serving_of(self.app)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        serving_of(self.app).close()
+
+
+@pytest.fixture
+def live_server() -> Iterator[Callable[..., LiveServer]]:
+    """Factory: start a live server for `create_app(config)`; all are stopped after the test."""
+    started: list[LiveServer] = []
+
+    def start(config: dict[str, Any] | None = None) -> LiveServer:
+        server = LiveServer(create_app({"TESTING": True, "CONSUME": False, **(config or {})}))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
