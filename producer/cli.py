@@ -1,0 +1,235 @@
+"""`python -m producer`: simulate or replay market ticks into Kafka.
+
+Every flag can also come from the environment: `KAFKA_BOOTSTRAP_SERVERS` for
+the broker, `PRODUCER_<FLAG>` (upper case) for the others; a flag given on
+the command line wins.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from itertools import islice
+from types import FrameType
+from typing import Any
+
+from market import codec, config
+
+from producer.faults import FaultInjector, FaultRates
+from producer.pacing import ReplayPacer
+from producer.publisher import ProducerConfig, ProducerError, run_producer
+from producer.records import MALFORMED_KINDS, Record
+from producer.replay import CsvTicks, parse_timestamp, write_csv
+from producer.simulator import DEFAULT_SYMBOLS, TickSimulator
+
+log = logging.getLogger("producer")
+
+EXIT_OK = 0
+EXIT_UNDELIVERED = 1
+EXIT_USAGE = 2
+EXIT_BROKER = 3
+EXIT_INTERRUPTED = 130
+
+
+def _env(flag: str) -> str | None:
+    if flag == "bootstrap_servers":
+        return os.environ.get(config.ENV_BOOTSTRAP_SERVERS) or None
+    return os.environ.get(config.PRODUCER_ENV_PREFIX + flag.upper()) or None
+
+
+def _env_name(flag: str) -> str:
+    return config.ENV_BOOTSTRAP_SERVERS if flag == "bootstrap_servers" else config.PRODUCER_ENV_PREFIX + flag.upper()
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate per tick is within [0, 1], got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones, whose help says what happens instead."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's flags; defaults come from the environment, then `market.config`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m producer",
+        description="Publish market ticks (DESIGN.md §3) to Kafka: a simulated market "
+                    "(geometric Brownian motion with jumps) or a CSV replay, keyed by symbol, "
+                    "record timestamp = event time.",
+        epilog="Every flag also reads the environment variable shown with it. Exit status: 0 all "
+               "delivered, 1 some record not delivered, 2 bad usage, 3 broker unreachable or topic "
+               "unusable, 130 interrupted twice.",
+        formatter_class=_HelpFormatter,
+    )
+
+    group: argparse._ArgumentGroup = parser.add_argument_group("Kafka")
+
+    def add(flag: str, default: Any, help: str, **kwargs: Any) -> None:  # noqa: A002 - argparse's word
+        from_env = _env(flag)
+        group.add_argument(f"--{flag}", default=from_env if from_env is not None else default,
+                            help=f"{help} [env {_env_name(flag)}]", **kwargs)
+
+    add("bootstrap_servers", config.DEFAULT_BOOTSTRAP_SERVERS, "Kafka bootstrap servers")
+    add("topic", config.TICKS_TOPIC, "topic to publish to (created with 3 partitions if missing)")
+    add("compression", "lz4", "compression.type (none, gzip, snappy, lz4, zstd)")
+    add("linger_ms", 20, "linger.ms: how long librdkafka waits to fill a batch", type=int)
+    add("flush_timeout_s", config.PRODUCER_FLUSH_TIMEOUT_S,
+        "on exit, seconds to wait for outstanding deliveries", type=float)
+    add("stats_interval_s", config.PRODUCER_STATS_INTERVAL_S, "seconds between stats lines; 0: none",
+        type=float)
+    group = parser.add_argument_group("what and how fast")
+    add("symbols", ",".join(DEFAULT_SYMBOLS), "comma-separated symbols to simulate; unknown ones "
+        "get a made-up price level")
+    add("rate", config.PRODUCER_RATE, "ticks per second; 0: as fast as possible", type=_non_negative)
+    add("duration_s", 0.0, "stop after this many seconds; 0: no limit", type=_non_negative)
+    add("count", 0, "stop after this many simulated or replayed ticks; 0: no limit", type=int)
+    add("seed", None, "random seed of the simulation (default: random, logged)", type=int)
+    add("start_time", None, "event time of the first simulated tick, epoch ms or ISO-8601 "
+        "(default: now)")
+    add("event_rate", None, "simulated ticks per second of event time (default: --rate, or "
+        f"{config.PRODUCER_RATE} when --rate is 0); above --rate, event time runs faster than "
+        "the wall clock", type=float)
+    add("jump_rate_per_min", config.PRODUCER_JUMP_RATE_PER_MIN,
+        "expected price jumps per symbol per minute of event time", type=_non_negative)
+    add("jump_size_pct", config.PRODUCER_JUMP_SIZE_PCT, "mean size of a price jump, percent",
+        type=_non_negative)
+    add("replay", None, "replay this CSV file (symbol,timestamp,price,volume[,seq]) instead of "
+        "simulating")
+    add("replay_speed", 1.0, "replay at this multiple of real time (--rate is then ignored); "
+        "0: at --rate", type=_non_negative)
+    add("to_csv", None, "write the simulated ticks to this CSV file instead of Kafka "
+        "(needs --count)")
+
+    group = parser.add_argument_group("fault injection (probabilities per clean tick)")
+    add("out_of_order_rate", 0.0, "ticks back-dated by up to --out_of_order_max_s (within the "
+        "allowed lateness)", type=_rate)
+    add("out_of_order_max_s", config.PRODUCER_OUT_OF_ORDER_MAX_S, "how far back out-of-order "
+        "ticks go", type=float)
+    add("late_rate", 0.0, "ticks back-dated by --late_by_s (and up to a third more): the "
+        "pipeline must dead-letter them as 'late'", type=_rate)
+    add("late_by_s", config.PRODUCER_LATE_BY_S, "how far back late ticks go, beyond window + "
+        "allowed lateness", type=float)
+    add("duplicate_rate", 0.0, "exact re-sends of a tick (same seq)", type=_rate)
+    add("malformed_rate", 0.0, "bad records in total, shared equally by the kinds below unless "
+        "given one by one", type=_rate)
+    for kind in MALFORMED_KINDS:
+        add(f"{kind}_rate", None, f"records the pipeline must reject as {kind} (default: a share "
+            "of --malformed_rate)", type=_rate)
+
+    parser.add_argument("--log_level", default=os.environ.get(config.PRODUCER_ENV_PREFIX + "LOG_LEVEL", "INFO"),
+                        help="logging level [env PRODUCER_LOG_LEVEL]")
+    return parser
+
+
+def fault_rates(args: argparse.Namespace) -> FaultRates:
+    """The fault rates the flags ask for."""
+    share = args.malformed_rate / len(MALFORMED_KINDS)
+    malformed = {}
+    for kind in MALFORMED_KINDS:
+        given = getattr(args, f"{kind}_rate")
+        rate = float(given) if given is not None else share
+        if rate:
+            malformed[kind] = rate
+    return FaultRates(out_of_order=args.out_of_order_rate, late=args.late_rate, duplicate=args.duplicate_rate,
+                      malformed=malformed, out_of_order_max_s=args.out_of_order_max_s, late_by_s=args.late_by_s)
+
+
+def build_ticks(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
+    """The tick source the flags ask for: a replay file or a seeded simulator."""
+    if args.replay:
+        return CsvTicks(args.replay)
+    start_ms = parse_timestamp(str(args.start_time)) if args.start_time is not None else None
+    event_rate = args.event_rate or args.rate or config.PRODUCER_RATE
+    return TickSimulator([s for s in args.symbols.split(",") if s.strip()], seed=args.seed, start_ms=start_ms,
+                         event_rate=event_rate, jump_rate_per_min=args.jump_rate_per_min,
+                         jump_size_pct=args.jump_size_pct)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT/SIGTERM set `stop` (the loop then flushes); a second SIGINT interrupts the flush."""
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopping, flushing outstanding records (Ctrl-C again to abandon them)",
+                 signal.Signals(signum).name)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the producer as the flags say; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rates = fault_rates(args)
+        if args.seed is None:
+            args.seed = int.from_bytes(os.urandom(4), "big")
+        ticks = build_ticks(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    if args.count:
+        ticks = islice(ticks, args.count)
+    if args.to_csv:
+        if not args.count or args.replay:
+            log.error("--to_csv writes a simulation and needs --count")
+            return EXIT_USAGE
+        rows = write_csv(ticks, args.to_csv)
+        log.info("wrote %d ticks to %s (seed %d)", rows, args.to_csv, args.seed)
+        return EXIT_OK
+
+    records: Iterable[Record] = FaultInjector(ticks, rates, seed=args.seed)
+    pacer = None
+    rate = args.rate or None
+    if args.replay and args.replay_speed:
+        rate = None
+        pacer = ReplayPacer(records, args.replay_speed)
+        records = pacer
+    cfg = ProducerConfig(bootstrap_servers=args.bootstrap_servers, topic=args.topic, compression=args.compression,
+                         linger_ms=args.linger_ms, flush_timeout_s=args.flush_timeout_s)
+    what = f"replaying {args.replay}" if args.replay else f"simulating {args.symbols.count(',') + 1} symbols"
+    pace = f"{rate:g} ticks/s" if rate else f"x{args.replay_speed:g} real time" if pacer else "max rate"
+    log.info("%s to %s/%s at %s (seed %d)", what, cfg.bootstrap_servers, cfg.topic, pace, args.seed)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    try:
+        stats = run_producer(cfg, records, rate=rate, pacer=pacer, duration_s=args.duration_s or None, stop=stop,
+                             stats_interval_s=args.stats_interval_s)
+    except ProducerError as exc:
+        log.error("%s", exc)
+        return EXIT_BROKER
+    except KeyboardInterrupt:
+        log.error("interrupted during the final flush: some records may not have been delivered")
+        return EXIT_INTERRUPTED
+    if isinstance(ticks, CsvTicks) and ticks.bad_rows:
+        log.warning("%s: %d bad rows skipped", ticks.name, ticks.bad_rows)
+    summary = stats.as_dict()
+    # The result goes to stdout as one JSON line for scripts; logs go to stderr.
+    sys.stdout.write(codec.dumps(summary).decode() + "\n")
+    sys.stdout.flush()
+    if not stats.ok:
+        log.error("%d records failed and %d were not confirmed (delivered %d)",
+                  stats.total_failed, stats.undelivered, stats.total_delivered)
+        return EXIT_UNDELIVERED
+    log.info("done: %d records delivered in %.1f s (%s)", stats.total_delivered, stats.elapsed_s, stats.stopped_by)
+    return EXIT_OK

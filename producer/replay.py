@@ -1,0 +1,146 @@
+"""CSV replay files: `symbol,timestamp,price,volume[,seq]` with a header row.
+
+Timestamps are epoch milliseconds or ISO-8601 with an offset. A bad row is
+logged with its line number and skipped; it never ends the replay.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from market import schema
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ("symbol", "timestamp", "price", "volume", "seq")
+REQUIRED_COLUMNS = CSV_COLUMNS[:4]
+SAMPLE_CSV = Path(__file__).parent / "data" / "sample_ticks.csv"
+# Past this many, bad rows are counted but no longer logged one by one.
+MAX_LOGGED_BAD_ROWS = 20
+
+
+class BadRow(ValueError):
+    """A CSV row that is not a valid tick."""
+
+
+def parse_timestamp(text: str) -> int:
+    """Epoch ms from `text`: an integer of ms, or ISO-8601 with an offset; years 2000–2100."""
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        ms = int(text)
+    else:
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            raise BadRow(f"timestamp {text!r} is neither epoch ms nor ISO-8601") from None
+        if moment.tzinfo is None:
+            # A naive time could be any time zone; guessing would shift the bars.
+            raise BadRow(f"timestamp {text!r} has no UTC offset (add Z or +hh:mm)")
+        ms = round(moment.timestamp() * 1000)
+    if not schema.MIN_EVENT_MS <= ms <= schema.MAX_EVENT_MS:
+        raise BadRow(f"timestamp {text!r} is outside the years "
+                     f"{schema.MIN_EVENT_YEAR}–{schema.MAX_EVENT_YEAR} (epoch ms expected)")
+    return ms
+
+
+def _number(text: str, name: str) -> float | int:
+    text = text.strip()
+    try:
+        value: float | int = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            raise BadRow(f"{name} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BadRow(f"{name} {text!r} is not finite")
+    return value
+
+
+def parse_row(row: dict[str, str | None]) -> dict[str, Any]:
+    """One CSV row (by column name) as a tick; raises `BadRow` saying what is wrong."""
+    for column in REQUIRED_COLUMNS:
+        if not (row.get(column) or "").strip():
+            raise BadRow(f"{column} is empty")
+    symbol = row["symbol"].strip().upper()  # type: ignore[union-attr]
+    if not schema.SYMBOL_PATTERN.match(symbol):
+        raise BadRow(f"symbol {symbol!r} is not 1–16 of A-Z 0-9 . - _ / : = ^")
+    price = _number(row["price"], "price")  # type: ignore[arg-type]
+    if price <= 0:
+        raise BadRow(f"price must be > 0, got {price}")
+    volume = _number(row["volume"], "volume")  # type: ignore[arg-type]
+    if volume < 0:
+        raise BadRow(f"volume must be >= 0, got {volume}")
+    tick: dict[str, Any] = {"symbol": symbol, "price": float(price), "volume": volume,
+                            "timestamp": parse_timestamp(row["timestamp"])}  # type: ignore[arg-type]
+    seq_text = (row.get("seq") or "").strip()
+    if seq_text:
+        if not seq_text.isdigit():
+            raise BadRow(f"seq {seq_text!r} is not a non-negative integer")
+        tick["seq"] = int(seq_text)
+    return tick
+
+
+class CsvTicks:
+    """Iterate the valid ticks of a CSV replay file; `bad_rows` counts the skipped ones.
+
+    Raises `ValueError` at once if the header lacks a required column.
+    """
+
+    def __init__(self, source: str | Path | TextIO) -> None:
+        self.name = str(getattr(source, "name", source))
+        self._source = source
+        self.bad_rows = 0
+        self.good_rows = 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if isinstance(self._source, (str, Path)):
+            with open(self._source, newline="", encoding="utf-8") as handle:
+                yield from self._rows(handle)
+        else:
+            yield from self._rows(self._source)
+
+    def _rows(self, handle: TextIO) -> Iterator[dict[str, Any]]:
+        reader = csv.DictReader(handle)
+        header = [name.strip().lower() for name in reader.fieldnames or ()]
+        missing = [column for column in REQUIRED_COLUMNS if column not in header]
+        if missing:
+            raise ValueError(f"{self.name}: header {header} lacks {', '.join(missing)} "
+                             f"(expected {','.join(CSV_COLUMNS)}, seq optional)")
+        reader.fieldnames = header
+        for row in reader:
+            try:
+                if None in row:
+                    raise BadRow(f"{len(row[None]) + len(header)} fields, the header has {len(header)}")
+                tick = parse_row(row)
+            except BadRow as exc:
+                self.bad_rows += 1
+                if self.bad_rows <= MAX_LOGGED_BAD_ROWS:
+                    log.warning("%s line %d skipped: %s", self.name, reader.line_num, exc)
+                elif self.bad_rows == MAX_LOGGED_BAD_ROWS + 1:
+                    log.warning("%s: more bad rows; counting them without logging", self.name)
+                continue
+            self.good_rows += 1
+            yield tick
+
+
+def write_csv(ticks: Iterable[dict[str, Any]], target: str | Path | TextIO) -> int:
+    """Write ticks as a replay file (epoch-ms timestamps); returns the number of rows."""
+    def write(handle: TextIO) -> int:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        rows = 0
+        for tick in ticks:
+            writer.writerow([tick["symbol"], tick["timestamp"], tick["price"], tick["volume"], tick.get("seq", "")])
+            rows += 1
+        return rows
+
+    if isinstance(target, (str, Path)):
+        with open(target, "w", newline="", encoding="utf-8") as handle:
+            return write(handle)
+    return write(target)
