@@ -68,3 +68,7 @@ DEAD_LETTER_REASONS = (
 def alert_id(symbol: str, window_start: int, alert_type: str) -> str:
     """The identity of an alert (DESIGN.md §5): `symbol:window_start:type`."""
     return f"{symbol}:{window_start}:{alert_type}"
+
+# Appended by issue 3 (transforms): a second copy of a tick (same symbol and
+# seq) goes to the dead letters with this reason, so nothing vanishes unseen.
+REASON_DUPLICATE = "duplicate"

@@ -88,8 +88,10 @@ class KafkaFeed:
 
     def _set(self, status: str, broker_up: bool | None = None) -> None:
         if broker_up is not None:
-            if broker_up != self.broker_up:
-                log.warning("Kafka broker %s", "reachable again" if broker_up else f"unreachable: {status}")
+            if broker_up and not self.broker_up:
+                log.info("Kafka broker reachable (%s)", self.bootstrap_servers)
+            elif self.broker_up and not broker_up:
+                log.warning("Kafka broker unreachable: %s", status)
             self.broker_up = broker_up
         self.status = status
         self.metrics.ready.set(1 if self.ready else 0)

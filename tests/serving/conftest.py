@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from serving import create_app
 from serving.state import EXTENSION, ServingState
@@ -32,12 +32,19 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+class QuietHandler(WSGIRequestHandler):
+    """No access log: tests assert on responses, not on log lines."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 class LiveServer:
     """A threaded Werkzeug server running an app on a free loopback port."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
         self.port = self.server.server_port
         self.thread = threading.Thread(target=self.server.serve_forever, name="live-server", daemon=True)
         self.thread.start()
