@@ -1,0 +1,60 @@
+"""`MarketAnalytics`: raw tick records in, bars, alerts and dead letters out."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+
+from market import config
+from transforms.anomalies import DetectAnomalies
+from transforms.bars import WindowedBars
+from transforms.ticks import ParseTicks
+
+
+class MarketOutputs(NamedTuple):
+    """The three outputs of `MarketAnalytics` (DESIGN.md §4, §5, §6)."""
+
+    bars: beam.PCollection          # bar dicts, every pane (EARLY / ON_TIME / LATE)
+    alerts: beam.PCollection        # alert dicts, each alert_id once
+    dead_letters: beam.PCollection  # (original_key: bytes | None, dead_letter dict)
+
+
+class MarketAnalytics(beam.PTransform):
+    """Raw records (SourceRecord, bytes, str or (key, value)) → bars, alerts, dead letters.
+
+    The input's element timestamps should be the ticks' event times (the
+    Kafka CreateTime the producer sets) so that the watermark follows them;
+    each tick is re-stamped with its own event time anyway.
+    """
+
+    def __init__(self,
+                 window_size_s: int = config.WINDOW_SIZE_S,
+                 allowed_lateness_s: int = config.ALLOWED_LATENESS_S,
+                 early_firing_s: float = config.EARLY_FIRING_S,
+                 volatility_threshold_pct: float = config.VOLATILITY_THRESHOLD_PCT,
+                 zscore_threshold: float = config.ZSCORE_THRESHOLD,
+                 volume_spike_ratio: float = config.VOLUME_SPIKE_RATIO) -> None:
+        super().__init__()
+        self.window_size_s = window_size_s
+        self.allowed_lateness_s = allowed_lateness_s
+        self.early_firing_s = early_firing_s
+        self.volatility_threshold_pct = volatility_threshold_pct
+        self.zscore_threshold = zscore_threshold
+        self.volume_spike_ratio = volume_spike_ratio
+
+    def expand(self, records: beam.PCollection) -> MarketOutputs:
+        parsed = records | "ParseTicks" >> ParseTicks()
+        windowed = parsed.ticks | "WindowedBars" >> WindowedBars(
+            window_size_s=self.window_size_s,
+            allowed_lateness_s=self.allowed_lateness_s,
+            early_firing_s=self.early_firing_s,
+            volatility_threshold_pct=self.volatility_threshold_pct)
+        analyzed = windowed.bars | "DetectAnomalies" >> DetectAnomalies(
+            window_size_s=self.window_size_s,
+            allowed_lateness_s=self.allowed_lateness_s,
+            volatility_threshold_pct=self.volatility_threshold_pct,
+            zscore_threshold=self.zscore_threshold,
+            volume_spike_ratio=self.volume_spike_ratio)
+        dead_letters = ((parsed.dead_letters, windowed.dead_letters)
+                        | "CollectDeadLetters" >> beam.Flatten())
+        return MarketOutputs(bars=analyzed.bars, alerts=analyzed.alerts, dead_letters=dead_letters)
