@@ -1,0 +1,72 @@
+"""The dashboard in headless Debian Chromium: table, sparklines, chart, alerts, live updates."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import missing_prerequisite
+from tests.serving.cdp import Browser, chromium_path
+from tests.serving.conftest import LiveServer
+from tests.serving.samples import alert, bar
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SYMBOLS = {"AAPL": 190.0, "MSFT": 410.0, "NVDA": 120.0, "TSLA": 250.0}
+MINUTES = 40
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if chromium_path() is None:
+        missing_prerequisite("chromium is not installed: run scripts/browser.sh as root")
+    b = Browser()
+    yield b
+    b.close()
+
+
+def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callable[..., LiveServer]) -> None:
+    server = live_server()
+    hub = server.state.hub
+    for symbol, price in SYMBOLS.items():
+        for minute in range(MINUTES):
+            # A gentle zig-zag so candles go both ways.
+            close = price * (1 + 0.002 * minute + (0.004 if minute % 3 == 0 else -0.002))
+            hub.publish_bar(bar(symbol, minute, round(close, 2), trend="up" if minute % 2 else "down"))
+    hub.publish_alert(alert("NVDA", MINUTES - 1, "volatility", value=4.4,
+                            message="NVDA swung 4.40% within the 1-minute bar"))
+
+    browser.navigate(server.url + "/")
+    browser.wait_for("document.body.dataset.connection === 'live'")
+    browser.wait_for(f"document.querySelectorAll('#symbols tr[data-symbol]').length === {len(SYMBOLS)}")
+    # History comes over REST after the snapshot: every sparkline and the chart fill up.
+    browser.wait_for(f"[...document.querySelectorAll('#symbols canvas.spark')]"
+                     f".every(c => Number(c.dataset.points) === {MINUTES})")
+    browser.wait_for(f"Number(document.querySelector('#chart').dataset.bars) === {MINUTES}")
+
+    rows = browser.evaluate("[...document.querySelectorAll('#symbols tr[data-symbol]')]"
+                            ".map(r => [r.dataset.symbol, r.querySelector('.last').textContent])")
+    latest = {b["symbol"]: b["close"] for b in server.state.store.latest()}
+    assert rows == [[s, f"{latest[s]:.2f}"] for s in sorted(SYMBOLS)]
+    assert browser.evaluate("document.querySelector('#chart').dataset.symbol") == "AAPL"
+    # The canvas really has ink on it (not just a data attribute).
+    inked = browser.evaluate("""(() => { const c = document.querySelector('#chart');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; })()""")
+    assert inked > 5000
+    assert "NVDA swung 4.40%" in browser.wait_for("document.querySelector('#alerts li.critical')?.textContent")
+
+    # Live: a new bar and a new alert over the WebSocket, no reload.
+    hub.publish_bar(bar("MSFT", MINUTES, 433.21))
+    hub.publish_alert(alert("TSLA", MINUTES, "volume_spike", value=3.3, message="TSLA volume 3.3x normal"))
+    browser.wait_for("document.querySelector('#symbols tr[data-symbol=\"MSFT\"] .last').textContent === '433.21'",
+                     timeout=5)
+    browser.wait_for("document.querySelector('#alerts li')?.textContent.includes('TSLA volume 3.3x')", timeout=5)
+    browser.evaluate("document.querySelector('#symbols tr[data-symbol=\"MSFT\"]').click()")
+    assert browser.wait_for("document.querySelector('#chart').dataset.symbol") == "MSFT"
+    assert browser.evaluate("Number(document.querySelector('#chart').dataset.bars)") == MINUTES + 1
+    shot = browser.screenshot(ARTIFACTS / "dashboard.png")
+    assert shot.stat().st_size > 10_000
+    assert not [line for line in browser.console if "exception" in line]
