@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("linger_ms", 20, "linger.ms: how long librdkafka waits to fill a batch", type=int)
     add("flush_timeout_s", config.PRODUCER_FLUSH_TIMEOUT_S,
         "on exit, seconds to wait for outstanding deliveries", type=float)
+    add("broker_timeout_s", config.PRODUCER_BROKER_TIMEOUT_S, "give up at start if the broker does "
+        "not answer within this many seconds", type=float)
     add("stats_interval_s", config.PRODUCER_STATS_INTERVAL_S, "seconds between stats lines; 0: none",
         type=float)
     group = parser.add_argument_group("what and how fast")
@@ -206,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pacer = ReplayPacer(records, args.replay_speed)
         records = pacer
     cfg = ProducerConfig(bootstrap_servers=args.bootstrap_servers, topic=args.topic, compression=args.compression,
-                         linger_ms=args.linger_ms, flush_timeout_s=args.flush_timeout_s)
+                         linger_ms=args.linger_ms, flush_timeout_s=args.flush_timeout_s,
+                         broker_timeout_s=args.broker_timeout_s)
     what = f"replaying {args.replay}" if args.replay else f"simulating {args.symbols.count(',') + 1} symbols"
     pace = f"{rate:g} ticks/s" if rate else f"x{args.replay_speed:g} real time" if pacer else "max rate"
     log.info("%s to %s/%s at %s (seed %d)", what, cfg.bootstrap_servers, cfg.topic, pace, args.seed)

@@ -1,0 +1,86 @@
+"""Producer benchmark: maximum sustained delivered ticks/s from one process, and rate accuracy.
+
+    .venv/bin/python benchmarks/producer_bench.py                       # max rate, 3 runs of 10 s
+    .venv/bin/python benchmarks/producer_bench.py --rates 10000 50000  # paced runs: accuracy
+    .venv/bin/python benchmarks/producer_bench.py --faults             # with every fault switched on
+
+Each run publishes simulated ticks (default universe) to a fresh topic with
+3 partitions, which is deleted afterwards. "delivered/s" counts records the
+broker confirmed, including the final flush, over the whole run; CPU is this
+process's user + system time (librdkafka's threads included) over the same
+time, in percent of one core. The machine is shared: run it a few times.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import sys
+import time
+import uuid
+from itertools import islice
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from market import config  # noqa: E402
+from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, run_producer  # noqa: E402
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_run(bootstrap: str, rate: float | None, duration_s: float, faults: bool, seed: int) -> dict[str, float]:
+    topic = f"bench_producer_{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result()
+    try:
+        ticks = TickSimulator(seed=seed, event_rate=rate or config.PRODUCER_RATE)
+        rates = (FaultRates.spread_malformed(0.01, out_of_order=0.01, late=0.001, duplicate=0.001)
+                 if faults else None)
+        cfg = ProducerConfig(bootstrap_servers=bootstrap, topic=topic)
+        cpu0, wall0 = cpu_s(), time.perf_counter()
+        stats = run_producer(cfg, FaultInjector(islice(ticks, 50_000_000), rates, seed=seed), rate=rate,
+                             duration_s=duration_s, stats_interval_s=0)
+        wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
+    finally:
+        for future in admin.delete_topics([topic], operation_timeout=30).values():
+            future.result()
+    return {"delivered": stats.total_delivered, "failed": stats.total_failed, "undelivered": stats.undelivered,
+            "wall_s": wall, "per_s": stats.total_delivered / wall, "cpu_pct": 100 * cpu / wall,
+            "cpu_us_per_tick": 1e6 * cpu / max(stats.total_delivered, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap_servers", default=config.bootstrap_servers())
+    parser.add_argument("--duration_s", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per rate")
+    parser.add_argument("--rates", type=float, nargs="*", default=[0],
+                        help="target rates to run; 0 = as fast as possible")
+    parser.add_argument("--faults", action="store_true", help="inject every fault kind (about 2 %% extra records)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    print(f"producer benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+          f"{args.duration_s:g} s per run, faults {'on' if args.faults else 'off'}")
+    print(f"{'target/s':>9} {'run':>3} {'delivered':>10} {'delivered/s':>12} {'vs target':>9} "
+          f"{'CPU %':>6} {'CPU us/tick':>11} {'failed':>6}")
+    worst_ok = True
+    for rate in args.rates:
+        for run in range(1, args.runs + 1):
+            result = one_run(args.bootstrap_servers, rate or None, args.duration_s, args.faults, seed=run)
+            versus = f"{100 * (result['per_s'] / rate - 1):+.1f}%" if rate else "-"
+            print(f"{(f'{rate:.0f}' if rate else 'max'):>9} {run:>3} {result['delivered']:>10} "
+                  f"{result['per_s']:>12,.0f} {versus:>9} {result['cpu_pct']:>6.0f} "
+                  f"{result['cpu_us_per_tick']:>11.1f} {result['failed'] + result['undelivered']:>6}", flush=True)
+            worst_ok = worst_ok and result["failed"] == 0 and result["undelivered"] == 0
+    return 0 if worst_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
