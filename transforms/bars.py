@@ -103,7 +103,7 @@ class BarCombineFn(beam.CombineFn):
     """
 
     def create_accumulator(self) -> list:
-        return [0, None, None, math.inf, -math.inf, [], [], []]
+        return [0, None, None, -math.inf, math.inf, [], [], []]
 
     def add_input(self, acc: list, tick: tuple) -> list:
         price = tick[PRICE]

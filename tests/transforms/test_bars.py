@@ -1,0 +1,149 @@
+"""WindowedBars on TestStream scripts: panes, lateness, ordering, duplicates.
+
+Expected bars come from tests/reference.py's `window_bar` (written from
+DESIGN.md) or from numbers worked out by hand in the test.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to_per_window
+from apache_beam.transforms.window import IntervalWindow
+
+from market import schema
+from tests.reference import close_enough, window_bar
+from tests.transforms.streams import MINUTE, T0, at, record, run, streaming_options
+from transforms import ParseTicks, WindowedBars
+
+
+def bars_and_dead_letters(early_firing_s: float = 5):
+    def build(records):
+        bars = (records | ParseTicks()).ticks | WindowedBars(early_firing_s=early_firing_s)
+        return {"bars": bars.bars, "dead": bars.dead_letters}
+    return build
+
+
+def window_fields_ok(bar: dict, symbol: str, start: int, ticks: list) -> None:
+    """`bar` has the window-local values the reference computes from `ticks`."""
+    expected = window_bar(symbol, start, start + MINUTE,
+                          [(symbol, p, v, ts, seq) for p, v, ts, seq in ticks], 2.0)
+    for name, value in expected.items():
+        assert close_enough(bar[name], value), (name, bar[name], value)
+
+
+def panes_of(bars: list, symbol: str, start: int) -> list:
+    return sorted((b for b in bars if b["symbol"] == symbol and b["window_start"] == start),
+                  key=lambda b: b["pane_index"])
+
+
+def test_early_on_time_and_late_panes_and_too_late_dead_letter():
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([record("AAPL", 100.0, T0 + 1_000, 1), record("AAPL", 101.0, T0 + 2_000, 2)])
+              .advance_processing_time(6)        # early firing: a partial bar
+              .add_elements([record("AAPL", 103.0, T0 + 3_000, 3)])
+              .advance_processing_time(6)        # second early firing, accumulating
+              .advance_watermark_to(at(T0 + MINUTE))   # ON_TIME pane
+              .add_elements([record("AAPL", 98.0, T0 + 4_000, 4, volume=50)])  # late, within 30 s
+              .advance_watermark_to(at(T0 + MINUTE + 30_000))  # window expired
+              .add_elements([record("AAPL", 50.0, T0 + 5_000, 5)])  # too late
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters())
+    panes = panes_of(out["bars"], "AAPL", T0)
+    assert [(b["pane"], b["pane_index"], b["is_final"], b["tick_count"]) for b in panes] == [
+        ("EARLY", 0, False, 2), ("EARLY", 1, False, 3), ("ON_TIME", 2, True, 3), ("LATE", 3, True, 4)]
+    assert all(set(b) == set(schema.BAR_FIELDS) for b in panes)
+    window_fields_ok(panes[2], "AAPL", T0, [(100.0, 100, T0 + 1_000, 1), (101.0, 100, T0 + 2_000, 2),
+                                            (103.0, 100, T0 + 3_000, 3)])
+    # The late tick is the latest in event time: it becomes the close.
+    window_fields_ok(panes[3], "AAPL", T0, [(100.0, 100, T0 + 1_000, 1), (101.0, 100, T0 + 2_000, 2),
+                                            (103.0, 100, T0 + 3_000, 3), (98.0, 50, T0 + 4_000, 4)])
+    assert panes[3]["close"] == 98.0 and panes[3]["low"] == 98.0
+    assert panes[3]["vwap"] == (100 * 100 + 101 * 100 + 103 * 100 + 98 * 50) / 350
+    assert [(key, letter["reason"]) for key, letter in out["dead"]] == [(b"AAPL", "late")]
+    assert '"price":50.0' in out["dead"][0][1]["raw"]
+
+
+def test_on_time_pane_is_complete_without_early_firings():
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([record("MSFT", 400.0, T0 + 10_000, 7), record("MSFT", 404.0, T0 + 50_000, 8)])
+              .advance_watermark_to(at(T0 + MINUTE))
+              .advance_watermark_to_infinity())
+    # equal_to_per_window checks the bars stay in their event-time window.
+    with beam.Pipeline(options=streaming_options()) as p:
+        bars = ((p | stream | ParseTicks()).ticks | WindowedBars(early_firing_s=0)).bars
+        summary = bars | beam.Map(lambda b: (b["pane"], b["open"], b["close"], b["tick_count"]))
+        assert_that(summary, equal_to_per_window({
+            IntervalWindow(at(T0), at(T0 + MINUTE)): [("ON_TIME", 400.0, 404.0, 2)]}),
+            reify_windows=True)
+
+
+def test_out_of_order_ticks_inside_a_window():
+    # Arrival order is the reverse of event time; open/close follow event time,
+    # and ties on event time go to the larger seq as the later tick.
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([record("IBM", 130.0, T0 + 50_000, 13)])
+              .add_elements([record("IBM", 125.0, T0 + 20_000, 12)])
+              .add_elements([record("IBM", 121.0, T0 + 5_000, 11), record("IBM", 120.0, T0 + 5_000, 10)])
+              .advance_watermark_to(at(T0 + MINUTE))
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    [bar] = out["bars"]
+    assert (bar["open"], bar["close"], bar["high"], bar["low"]) == (120.0, 130.0, 130.0, 120.0)
+    window_fields_ok(bar, "IBM", T0, [(130.0, 100, T0 + 50_000, 13), (125.0, 100, T0 + 20_000, 12),
+                                      (121.0, 100, T0 + 5_000, 11), (120.0, 100, T0 + 5_000, 10)])
+
+
+def test_interleaved_symbols_and_an_empty_window():
+    # AAA ticks in minutes 0 and 2, not in minute 1: no bar for minute 1.
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([record("AAA", 10.0, T0 + 1_000, 1), record("bbb", 20.0, T0 + 2_000, 1),
+                             record("AAA", 11.0, T0 + 3_000, 2), record("BBB", 21.0, T0 + 4_000, 2)])
+              .advance_watermark_to(at(T0 + MINUTE))
+              .add_elements([record("BBB", 22.0, T0 + MINUTE + 1_000, 3)])
+              .advance_watermark_to(at(T0 + 2 * MINUTE))
+              .add_elements([record("AAA", 12.0, T0 + 2 * MINUTE + 1_000, 3)])
+              .advance_watermark_to(at(T0 + 3 * MINUTE))
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    got = sorted((b["symbol"], (b["window_start"] - T0) // MINUTE, b["pane"], b["tick_count"], b["close"])
+                 for b in out["bars"])
+    assert got == [("AAA", 0, "ON_TIME", 2, 11.0), ("AAA", 2, "ON_TIME", 1, 12.0),
+                   ("BBB", 0, "ON_TIME", 2, 21.0), ("BBB", 1, "ON_TIME", 1, 22.0)]
+    assert out["dead"] == []
+
+
+def test_duplicates_are_dropped_once_and_reported():
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([record("ETH-USD", 3000.0, T0 + 1_000, 41), record("ETH-USD", 3010.0, T0 + 2_000, 42)])
+              .add_elements([record("ETH-USD", 3010.0, T0 + 2_000, 42)])   # producer retry
+              .add_elements([record("ETH-USD", 3010.0, T0 + 2_000, 42),    # and again
+                             record("ETH-USD", 2990.0, T0 + 3_000)])       # no seq: never a duplicate
+              .add_elements([record("ETH-USD", 2990.0, T0 + 3_000)])
+              .advance_watermark_to(at(T0 + MINUTE))
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    [bar] = out["bars"]
+    assert bar["tick_count"] == 4 and bar["volume"] == 400
+    assert sorted((key, letter["reason"]) for key, letter in out["dead"]) == [
+        (b"ETH-USD", "duplicate"), (b"ETH-USD", "duplicate")]
+    assert all('"seq":42' in letter["raw"] for _, letter in out["dead"])
+
+
+def test_late_tick_for_a_quiet_window_of_a_ticking_symbol_is_judged():
+    # The symbol keeps ticking in later windows, so its clock knows that
+    # minute 1 (which had no tick) expired: the straggler is a dead letter.
+    stream = TestStream().advance_watermark_to(at(T0))
+    for minute in (0, 2, 3, 4):
+        stream = (stream.add_elements([record("SPY", 500.0 + minute, T0 + minute * MINUTE + 1_000, minute)])
+                  .advance_watermark_to(at(T0 + (minute + 1) * MINUTE)))
+    stream = (stream
+              .add_elements([record("SPY", 499.0, T0 + MINUTE + 5_000, 99)])
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    assert sorted((b["window_start"] - T0) // MINUTE for b in out["bars"]) == [0, 2, 3, 4]
+    assert [(key, letter["reason"]) for key, letter in out["dead"]] == [(b"SPY", "late")]
