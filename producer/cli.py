@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice
 from types import FrameType
 from typing import Any
@@ -166,16 +166,26 @@ def build_ticks(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
                          jump_size_pct=args.jump_size_pct)
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """SIGINT/SIGTERM set `stop` (the loop then flushes); a second SIGINT interrupts the flush."""
+def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT/SIGTERM set `stop` (the loop then flushes); a second SIGINT interrupts the flush.
+
+    Returns a function that puts the previous handlers back.
+    """
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     def handle(signum: int, frame: FrameType | None) -> None:
         log.info("%s: stopping, flushing outstanding records (Ctrl-C again to abandon them)",
                  signal.Signals(signum).name)
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    for signum in previous:
+        signal.signal(signum, handle)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pace = f"{rate:g} ticks/s" if rate else f"x{args.replay_speed:g} real time" if pacer else "max rate"
     log.info("%s to %s/%s at %s (seed %d)", what, cfg.bootstrap_servers, cfg.topic, pace, args.seed)
     stop = threading.Event()
-    install_signal_handlers(stop)
+    restore_signals = install_signal_handlers(stop)
     try:
         stats = run_producer(cfg, records, rate=rate, pacer=pacer, duration_s=args.duration_s or None, stop=stop,
                              stats_interval_s=args.stats_interval_s)
@@ -224,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted during the final flush: some records may not have been delivered")
         return EXIT_INTERRUPTED
+    finally:
+        restore_signals()
     if isinstance(ticks, CsvTicks) and ticks.bad_rows:
         log.warning("%s: %d bad rows skipped", ticks.name, ticks.bad_rows)
     summary = stats.as_dict()

@@ -1,0 +1,73 @@
+"""The command line: flags, environment variables, exit codes, the broker check."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from producer import ProducerConfig, ProducerError, create_producer
+from producer.cli import EXIT_BROKER, EXIT_OK, EXIT_USAGE, build_parser, fault_rates, main
+from producer.records import MALFORMED_KINDS
+from producer.replay import CsvTicks
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_follow_the_design() -> None:
+    args = build_parser().parse_args([])
+    assert args.topic == "raw_stock_ticks"
+    assert args.rate == 10_000
+    assert len(args.symbols.split(",")) == 20
+    assert not fault_rates(args).any
+
+
+def test_environment_variables_set_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:29092")
+    monkeypatch.setenv("PRODUCER_RATE", "2500")
+    monkeypatch.setenv("PRODUCER_LATE_RATE", "0.01")
+    args = build_parser().parse_args([])
+    assert (args.bootstrap_servers, args.rate, args.late_rate) == ("kafka:29092", 2500.0, 0.01)
+    assert build_parser().parse_args(["--rate", "50000"]).rate == 50_000
+
+
+def test_malformed_rate_is_shared_unless_a_kind_is_given() -> None:
+    rates = fault_rates(build_parser().parse_args(["--malformed_rate", "0.08", "--invalid_json_rate", "0.05"]))
+    assert rates.malformed["invalid_json"] == 0.05
+    assert all(rates.malformed[kind] == pytest.approx(0.01) for kind in MALFORMED_KINDS if kind != "invalid_json")
+
+
+def test_rates_outside_zero_one_are_usage_errors() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--late_rate", "2"])
+    assert exit_info.value.code == EXIT_USAGE
+
+
+def test_to_csv_writes_a_replayable_simulation(tmp_path: Path) -> None:
+    path = tmp_path / "sim.csv"
+    assert main(["--to_csv", str(path), "--count", "300", "--seed", "1", "--symbols", "AAPL,MSFT"]) == EXIT_OK
+    ticks = list(CsvTicks(path))
+    assert len(ticks) == 300 and {t["symbol"] for t in ticks} == {"AAPL", "MSFT"}
+    assert main(["--to_csv", str(path)]) == EXIT_USAGE  # needs --count
+
+
+def test_unreachable_broker_fails_fast_with_a_clear_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(ProducerError, match="localhost:1 did not answer within 2 s"):
+        create_producer(ProducerConfig(bootstrap_servers="localhost:1", broker_timeout_s=2))
+    assert time.monotonic() - started < 4
+
+
+def test_cli_exits_non_zero_quickly_without_a_broker() -> None:
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "producer", "--bootstrap_servers", "localhost:1",
+                             "--broker_timeout_s", "2", "--count", "10"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=30,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == EXIT_BROKER
+    assert re.search(r"localhost:1 did not answer within 2 s.*is it running", result.stderr)
+    assert time.monotonic() - started < 10

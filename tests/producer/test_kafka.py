@@ -1,0 +1,148 @@
+"""The producer against the real broker: what is reported delivered is in the topic, exactly."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+
+import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
+
+from market import codec
+from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, run_producer
+from producer.cli import main
+from producer.replay import SAMPLE_CSV, CsvTicks
+from tests.producer.reference import classify
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+START_MS = int(time.time() * 1000) - 600_000  # in the past: brokers refuse timestamps far ahead
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
+    """Every message of `topic` (all partitions, from the start) once `expected` have arrived or time is up."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        messages = []
+        deadline = time.monotonic() + timeout_s
+        while len(messages) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(10_000, timeout=0.5):
+                if msg.error():
+                    raise RuntimeError(msg.error())
+                messages.append(msg)
+        # Anything beyond `expected` would be a duplicate: give it a moment to show.
+        messages.extend(m for m in consumer.consume(10_000, timeout=1.0) if not m.error())
+        return messages
+    finally:
+        consumer.close()
+
+
+def test_ticks_and_faults_arrive_keyed_with_event_time_and_counted_by_kind(
+        kafka_bootstrap: str, make_topic: Callable[..., str]) -> None:
+    topic = make_topic("producer_ticks", 3)
+    ticks = islice(TickSimulator(seed=21, start_ms=START_MS, event_rate=2_000), 20_000)
+    rates = FaultRates.spread_malformed(0.02, late=0.005, out_of_order=0.01, duplicate=0.005)
+    stats = run_producer(ProducerConfig(bootstrap_servers=kafka_bootstrap, topic=topic),
+                         FaultInjector(ticks, rates, seed=21), rate=50_000, stats_interval_s=0)
+    assert stats.ok and stats.stopped_by == "exhausted"
+    messages = consume_all(kafka_bootstrap, topic, stats.total_delivered)
+    assert len(messages) == stats.total_delivered
+
+    seen: Counter[str] = Counter()
+    partitions_of: dict[bytes, set[int]] = defaultdict(set)
+    for msg in messages:
+        reason = classify(msg.value())
+        kind, ts = msg.timestamp()
+        assert kind == TIMESTAMP_CREATE_TIME
+        if reason is None:
+            tick = codec.loads(msg.value())
+            assert msg.key() == tick["symbol"].encode("utf-8")
+            assert ts == tick["timestamp"]
+            assert set(tick) == {"symbol", "price", "volume", "timestamp", "seq"}
+            partitions_of[msg.key()].add(msg.partition())
+            reason = "valid"
+        seen[reason] += 1
+    # One partition per symbol: keys decide the partition.
+    assert all(len(parts) == 1 for parts in partitions_of.values())
+    assert len({next(iter(p)) for p in partitions_of.values()}) > 1
+    valid = sum(stats.delivered[k] for k in ("tick", "out_of_order", "late", "duplicate"))
+    assert seen["valid"] == valid
+    for kind, count in stats.delivered.items():
+        if kind not in ("tick", "out_of_order", "late", "duplicate"):
+            assert seen[kind] == count, kind
+    assert stats.delivered["late"] > 0 and stats.delivered["invalid_price"] > 0
+
+
+def test_sigterm_mid_run_loses_nothing_reported_delivered(kafka_bootstrap: str,
+                                                          make_topic: Callable[..., str]) -> None:
+    topic = make_topic("producer_sigterm", 3)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producer", "--bootstrap_servers", kafka_bootstrap, "--topic", topic,
+         "--rate", "20000", "--duration_s", "60", "--seed", "5", "--stats_interval_s", "0.5"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        # Wait for the first stats line: the loop is producing at full speed.
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if "actual" in line:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    summary = codec.loads(stdout.strip().splitlines()[-1])
+    assert summary["stopped_by"] == "stopped" and summary["undelivered"] == 0 and summary["failed"] == 0
+    delivered = summary["delivered"]
+    assert delivered > 5_000
+    messages = consume_all(kafka_bootstrap, topic, delivered)
+    assert len(messages) == delivered
+    # No gaps and no repeats: per symbol, seq runs 1..n.
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for msg in messages:
+        tick = codec.loads(msg.value())
+        seqs[tick["symbol"]].append(tick["seq"])
+    for symbol, values in seqs.items():
+        assert sorted(values) == list(range(1, len(values) + 1)), symbol
+
+
+def test_cli_replays_the_sample_file(kafka_bootstrap: str, make_topic: Callable[..., str],
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    topic = make_topic("producer_replay", 3)
+    assert main(["--bootstrap_servers", kafka_bootstrap, "--topic", topic, "--replay", str(SAMPLE_CSV),
+                 "--replay_speed", "0", "--rate", "0", "--stats_interval_s", "0"]) == 0
+    summary = codec.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    rows = list(CsvTicks(SAMPLE_CSV))
+    assert summary["delivered"] == len(rows)
+    messages = consume_all(kafka_bootstrap, topic, len(rows))
+    got = sorted((codec.loads(m.value())["symbol"], codec.loads(m.value())["seq"], m.timestamp()[1]) for m in messages)
+    assert got == sorted((row["symbol"], row["seq"], row["timestamp"]) for row in rows)
+
+
+def test_cli_replay_keeps_real_time_times_speed(kafka_bootstrap: str, make_topic: Callable[..., str],
+                                                tmp_path: Path) -> None:
+    topic = make_topic("producer_replay_speed", 1)
+    path = tmp_path / "ticks.csv"
+    path.write_text("symbol,timestamp,price,volume\nAAPL,2025-11-25T09:30:00Z,1,1\n"
+                    "AAPL,2025-11-25T09:30:01Z,2,1\nAAPL,2025-11-25T09:30:02Z,3,1\n")
+    started = time.monotonic()
+    assert main(["--bootstrap_servers", kafka_bootstrap, "--topic", topic, "--replay", str(path),
+                 "--replay_speed", "2", "--stats_interval_s", "0"]) == 0
+    assert 1.0 <= time.monotonic() - started < 5
+    messages = consume_all(kafka_bootstrap, topic, 3)
+    times = [m.timestamp()[1] for m in sorted(messages, key=lambda m: m.offset())]
+    assert times == [1764063000000, 1764063001000, 1764063002000]
