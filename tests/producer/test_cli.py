@@ -70,4 +70,4 @@ def test_cli_exits_non_zero_quickly_without_a_broker() -> None:
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert result.returncode == EXIT_BROKER
     assert re.search(r"localhost:1 did not answer within 2 s.*is it running", result.stderr)
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15  # includes interpreter start-up on a busy machine
