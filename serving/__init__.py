@@ -5,6 +5,8 @@ Production: `gunicorn --worker-class gthread --workers 1 --threads 1100 'serving
 """
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,6 +38,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(settings.from_environ())
     if config:
         app.config.from_mapping(config)
+    if not logging.getLogger().handlers:
+        # Under gunicorn nothing configures logging; the feed's warnings must still show.
+        logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     errors.init_app(app)
     ws.init_app(app)
     app.register_blueprint(api_bp)

@@ -118,19 +118,38 @@ class KafkaFeed:
             consumer.assign(assignment)
             targets = self._pending(consumer, assignment) if not self.replayed else {}
             self._set("replaying" if not self.replayed else "following", broker_up=True)
-            next_probe = time.monotonic() + PROBE_INTERVAL_S
-            while not self._stop.is_set():
-                for msg in consumer.consume(BATCH, timeout=0.2):
-                    self._handle(msg)
-                if not self.replayed and self._caught_up(consumer, targets):
-                    self.replayed = True
-                    log.info("replayed history: %s", self.hub.store.counts())
-                    self._set("following", broker_up=self.broker_up)
-                if time.monotonic() >= next_probe:
-                    self._probe(consumer, assignment)
-                    next_probe = time.monotonic() + PROBE_INTERVAL_S
+            # Watermark queries take a broker round trip each (~100 ms here): a
+            # thread of their own keeps them from stalling the live stream.
+            session_over = threading.Event()
+            prober = threading.Thread(target=self._probe_loop, args=(consumer, assignment, session_over),
+                                      name="serving-kafka-probe", daemon=True)
+            prober.start()
+            try:
+                self._follow(consumer, targets)
+            finally:
+                session_over.set()
+                prober.join(PROBE_TIMEOUT_S * len(assignment) + 5)
         finally:
             consumer.close()
+
+    def _follow(self, consumer: Consumer, targets: dict[tuple[str, int], int]) -> None:
+        """Hand records to the hub until stopped; marks the replay done on reaching `targets`."""
+        while not self._stop.is_set():
+            # consume(n, timeout) waits for n records or the timeout, which would
+            # add up to the timeout to every bar's latency: wait for one, then drain.
+            first = consumer.poll(0.2)
+            if first is not None:
+                self._handle(first)
+                for msg in consumer.consume(BATCH, timeout=0):
+                    self._handle(msg)
+            if not self.replayed and self._caught_up(consumer, targets):
+                self.replayed = True
+                log.info("replayed history: %s", self.hub.store.counts())
+                self._set("following", broker_up=self.broker_up)
+
+    def _probe_loop(self, consumer: Consumer, assignment: list[TopicPartition], over: threading.Event) -> None:
+        while not over.wait(PROBE_INTERVAL_S) and not self._stop.is_set():
+            self._probe(consumer, assignment)
 
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
         """Every partition of both topics, at the remembered position or the start of the history."""

@@ -8,9 +8,10 @@ from typing import Any
 
 from flask import current_app, request
 from flask_sock import ConnectionClosed, Sock
+from wsproto.utilities import LocalProtocolError
 
 from serving import protocol
-from serving.hub import Client, Hub, cut_socket, pump
+from serving.hub import Client, Hub, pump
 from serving.state import state
 
 log = logging.getLogger(__name__)
@@ -49,21 +50,23 @@ def ws_feed(ws: Any) -> None:
     """Stream trends and alerts to one client per its subscriptions."""
     s = state()
     cfg = current_app.config
-    raw_sock = getattr(ws, "sock", None)
-    if raw_sock is not None and cfg["WS_SEND_BUFFER_BYTES"] > 0:
+    # The raw socket (werkzeug and gunicorn both expose it): the hub writes
+    # pre-built frames to it directly, bypassing simple-websocket's per-send framing.
+    raw_sock = ws.sock
+    if cfg["WS_SEND_BUFFER_BYTES"] > 0:
         # A small kernel buffer makes a slow client show up in its bounded mailbox.
         raw_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg["WS_SEND_BUFFER_BYTES"])
     hub = s.hub
-    client = hub.connect(cut_socket(raw_sock))
+    client = hub.connect(raw_sock)
     try:
         hub.send(client, protocol.welcome(cfg["WS_HEARTBEAT_S"]))
         _subscribe_from_query(hub, client, request.args)
         reader = threading.Thread(target=_read, args=(ws, hub, client), name=f"ws-read-{client.id}", daemon=True)
         reader.start()
-        pump(hub, client, ws.send, lambda code, reason: ws.close(reason=code, message=reason),
+        pump(hub, client, raw_sock.sendall, lambda code, reason: ws.close(reason=code, message=reason),
              cfg["WS_HEARTBEAT_S"])
-    except (ConnectionClosed, OSError):
-        pass  # the client went away mid-send
+    except (ConnectionClosed, OSError, LocalProtocolError):
+        pass  # the client went away mid-send or mid-close
     finally:
         hub.disconnect(client)
 

@@ -193,7 +193,7 @@ def test_slow_client_closed_1008_fast_client_unaffected(live_server: Callable[..
     slow = connect(server, "?channel=trends&symbols=*",
                    sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     fast = connect(server, "?channel=trends&symbols=*")
-    for ws in (fast,):
+    for ws in (slow, fast):     # welcome, subscribed, snapshot: both are registered
         for _ in range(3):
             recv(ws)
     assert server.state.metrics.ws_clients._value.get() == 2

@@ -1,0 +1,271 @@
+"""Serving benchmark: REST latency under concurrent load and WebSocket fan-out delay, on this machine.
+
+Starts serving under gunicorn (gthread, one worker) against the real Kafka
+broker on fresh, uniquely named topics, then
+  1. REST: `--rest-concurrency` keep-alive clients for `--rest-seconds`: req/s, p50/p99;
+  2. WebSocket: for each N in `--clients`, N clients subscribed to all symbols;
+     `--bars` bars are produced at `--rate` per second and every client records
+     the delay from the produce call (the bar's arrival on Kafka) to its delivery.
+Loopback only, bounded loops; topics are deleted at the end.
+
+    .venv/bin/python benchmarks/serving_bench.py --clients 100,500,1000
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import websockets
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from market import codec  # noqa: E402
+from market.config import bootstrap_servers  # noqa: E402
+from tests.serving.samples import bar  # noqa: E402
+
+SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def serving_clients(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as r:
+        return orjson.loads(r.read())["websocket_clients"]
+
+
+class Server:
+    """gunicorn serving on a free port."""
+
+    def __init__(self, bootstrap: str, trends: str, alerts: str, threads: int, queue_size: int) -> None:
+        self.port = free_port()
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": trends,
+               "ALERTS_TOPIC": alerts, "HISTORY_HOURS": "1", "WS_QUEUE_SIZE": str(queue_size),
+               "LOG_LEVEL": "WARNING"}
+        cmd = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", "1",
+               "--threads", str(threads), "--backlog", "4096", "--bind", f"127.0.0.1:{self.port}",
+               "--log-level", "warning", "serving:create_app()"]
+        self.process = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except Exception:
+                pass
+            time.sleep(0.2)
+        else:
+            self.stop()
+            raise RuntimeError("serving did not become ready in 60 s")
+        self.worker = self._worker_pid()
+
+    def _worker_pid(self) -> int:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return int(children[0]) if children else self.process.pid
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def bench_rest(port: int, concurrency: int, seconds: float) -> dict[str, float]:
+    """Keep-alive clients hitting the read routes in turn for `seconds`."""
+    paths = ["/api/v1/trends/latest", "/api/v1/symbols", "/api/v1/alerts?limit=50"] + \
+            [f"/api/v1/trends/{s}?limit=100" for s in SYMBOLS[:5]]
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker(offset: int) -> None:
+        nonlocal errors
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        mine, bad, i = [], 0, offset
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            conn.request("GET", paths[i % len(paths)])
+            response = conn.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            bad += response.status != 200
+            i += 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            errors += bad
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - began
+    return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
+            "p50_ms": percentile(latencies, 0.50) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
+
+
+async def bench_fanout(port: int, producer: Producer, trends: str, clients: int, bars: int, rate: float,
+                       minute0: int) -> dict[str, float]:
+    """N clients on /ws?channel=trends&symbols=*; delay of each produced bar to each client."""
+    sent_at: dict[tuple[str, int], float] = {}
+    delays: list[float] = []
+    received = [0] * clients
+    closed_early = 0
+    url = f"ws://127.0.0.1:{port}/ws?channel=trends&symbols=*"
+    sockets: list[Any] = []
+
+    for start in range(0, clients, 100):      # connect in batches: no SYN flood on the backlog
+        batch = await asyncio.gather(*[websockets.connect(url, ping_interval=None, max_size=2**22,
+                                                          open_timeout=30)
+                                       for _ in range(min(100, clients - start))])
+        sockets.extend(batch)
+    for ws in sockets:                         # welcome, subscribed, snapshot
+        for _ in range(3):
+            await ws.recv()
+
+    async def listen(k: int, ws: Any) -> None:
+        nonlocal closed_early
+        try:
+            async for raw in ws:
+                now = time.perf_counter()
+                message = orjson.loads(raw)
+                if message["type"] == "trend":
+                    data = message["data"]
+                    delays.append(now - sent_at[(data["symbol"], data["window_start"])])
+                    if os.environ.get("BENCH_DEBUG") and k == 0:
+                        print(data["symbol"], round((now - sent_at[(data["symbol"], data["window_start"])]) * 1000, 1))
+                    received[k] += 1
+                    if received[k] == bars:
+                        return
+        except websockets.ConnectionClosed:
+            closed_early += 1
+
+    listeners = [asyncio.create_task(listen(k, ws)) for k, ws in enumerate(sockets)]
+    cpu0 = time.monotonic()
+    for i in range(bars):
+        symbol = SYMBOLS[i % len(SYMBOLS)]
+        record = bar(symbol, minute0 + i // len(SYMBOLS), 100.0 + i, pane_index=0)
+        sent_at[(symbol, record["window_start"])] = time.perf_counter()
+        producer.produce(trends, key=symbol.encode(), value=codec.dumps(record))
+        producer.poll(0)
+        await asyncio.sleep(1 / rate)
+    producer.flush(10)
+    done, pending = await asyncio.wait(listeners, timeout=20)
+    for task in pending:
+        task.cancel()
+    elapsed = time.monotonic() - cpu0
+    await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
+    expected = clients * bars
+    return {"clients": clients, "delivered": len(delays), "expected": expected, "closed_1008": closed_early,
+            "p50_ms": percentile(delays, 0.50) * 1000, "p99_ms": percentile(delays, 0.99) * 1000,
+            "max_ms": max(delays) * 1000 if delays else float("nan"), "seconds": elapsed}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap_servers", default=bootstrap_servers())
+    parser.add_argument("--clients", default="100,500,1000", help="comma-separated WebSocket client counts")
+    parser.add_argument("--bars", type=int, default=100, help="bars produced per fan-out round")
+    parser.add_argument("--rate", type=float, default=10.0, help="bars per second during a round")
+    parser.add_argument("--rest-concurrency", type=int, default=16)
+    parser.add_argument("--rest-seconds", type=float, default=5.0)
+    parser.add_argument("--queue-size", type=int, default=1000)
+    args = parser.parse_args(argv)
+    counts = [int(c) for c in args.clients.split(",") if c]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * max(counts) + 256)), hard))
+
+    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
+    suffix = uuid.uuid4().hex[:8]
+    trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
+    for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
+                                       for t in (trends, alerts)]).values():
+        future.result()
+    producer = Producer({"bootstrap.servers": args.bootstrap_servers, "linger.ms": 0})
+    now_ms = int(time.time() * 1000)
+    base = now_ms - now_ms % 60_000 - 100 * 60_000
+    for symbol in SYMBOLS:                      # 100 minutes of history for the REST reads
+        for minute in range(100):
+            producer.produce(trends, key=symbol.encode(),
+                             value=codec.dumps(bar(symbol, minute, 100.0 + minute, base_ms=base)))
+        producer.poll(0)
+    producer.flush(30)
+    server = Server(args.bootstrap_servers, trends, alerts, threads=max(counts) + 64, queue_size=args.queue_size)
+    print(f"serving: gunicorn gthread, 1 worker, {max(counts) + 64} threads, port {server.port}; "
+          f"{len(SYMBOLS)} symbols x 100 bars replayed; {os.cpu_count()} CPUs shared by server, clients, Kafka")
+    try:
+        cpu = cpu_seconds(server.worker)
+        rest = bench_rest(server.port, args.rest_concurrency, args.rest_seconds)
+        rest_cpu = (cpu_seconds(server.worker) - cpu) / args.rest_seconds * 100
+        print(f"REST  {args.rest_concurrency} keep-alive clients x {args.rest_seconds:.0f} s: "
+              f"{rest['requests']} requests ({rest['errors']} non-200), {rest['rps']:.0f} req/s, "
+              f"p50 {rest['p50_ms']:.2f} ms, p99 {rest['p99_ms']:.2f} ms, server CPU {rest_cpu:.0f}%")
+        held = 0
+        for i, n in enumerate(counts):
+            cpu = cpu_seconds(server.worker)
+            result = asyncio.run(bench_fanout(server.port, producer, trends, n, args.bars, args.rate,
+                                              minute0=200 + i * 100))
+            busy = (cpu_seconds(server.worker) - cpu) / result["seconds"] * 100
+            print(f"WS    {n:5d} clients x {args.bars} bars at {args.rate:g}/s: delivered "
+                  f"{result['delivered']}/{result['expected']}, p50 {result['p50_ms']:.1f} ms, "
+                  f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms, "
+                  f"closed early {result['closed_1008']}, server CPU {busy:.0f}%")
+            if result["p99_ms"] < 100 and result["delivered"] == result["expected"]:
+                held = max(held, n)
+            deadline = time.monotonic() + 30
+            while serving_clients(server.port) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        print(f"most clients held with p99 < 100 ms (of those tried): {held or 'none'}")
+    finally:
+        server.stop()
+        for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
+            try:
+                future.result()
+            except Exception:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
