@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from producer import ProducerConfig, ProducerError, create_producer
-from producer.cli import EXIT_BROKER, EXIT_OK, EXIT_USAGE, build_parser, fault_rates, main
+from market import codec
+from producer import ProduceStats, ProducerConfig, ProducerError, create_producer
+from producer.cli import EXIT_BROKER, EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, build_parser, fault_rates, main
 from producer.records import MALFORMED_KINDS
 from producer.replay import CsvTicks
 
@@ -71,3 +72,20 @@ def test_cli_exits_non_zero_quickly_without_a_broker() -> None:
     assert result.returncode == EXIT_BROKER
     assert re.search(r"localhost:1 did not answer within 2 s.*is it running", result.stderr)
     assert time.monotonic() - started < 15  # includes interpreter start-up on a busy machine
+
+
+def test_exit_status_is_one_and_counts_are_logged_when_records_are_lost(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+    def lossy_run(cfg, records, **kwargs):  # a run in which 2 records failed and 3 stayed unconfirmed
+        stats = ProduceStats()
+        stats.produced["tick"] = 10
+        stats.delivered["tick"] = 5
+        stats.failed["tick"] = 2
+        stats.finished = stats.started + 1
+        return stats
+
+    monkeypatch.setattr("producer.cli.run_producer", lossy_run)
+    assert main(["--count", "10", "--stats_interval_s", "0"]) == EXIT_UNDELIVERED
+    assert "2 records failed and 3 were not confirmed (delivered 5)" in caplog.text
+    summary = codec.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["delivered"], summary["failed"], summary["undelivered"]) == (5, 2, 3)

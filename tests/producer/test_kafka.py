@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, TopicPartition
 
 from market import codec
-from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, run_producer
+from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, run_producer, tick_record
 from producer.cli import main
 from producer.replay import SAMPLE_CSV, CsvTicks
 from tests.producer.reference import classify
@@ -146,3 +146,16 @@ def test_cli_replay_keeps_real_time_times_speed(kafka_bootstrap: str, make_topic
     messages = consume_all(kafka_bootstrap, topic, 3)
     times = [m.timestamp()[1] for m in sorted(messages, key=lambda m: m.offset())]
     assert times == [1764063000000, 1764063001000, 1764063002000]
+
+
+def test_a_record_the_broker_refuses_is_counted_failed_not_delivered(kafka_bootstrap: str,
+                                                                      make_topic: Callable[..., str]) -> None:
+    topic = make_topic("producer_refused", 1)
+    # librdkafka is allowed to send 3 MB; the broker's limit (1 MB) refuses it.
+    cfg = ProducerConfig(bootstrap_servers=kafka_bootstrap, topic=topic, extra={"message.max.bytes": 3_000_000})
+    good = tick_record({"symbol": "AAPL", "price": 1.0, "volume": 1, "timestamp": START_MS, "seq": 1})
+    huge = good._replace(kind="invalid_json", value=b"x" * 2_000_000)
+    stats = run_producer(cfg, [good, huge], stats_interval_s=0)
+    assert not stats.ok
+    assert stats.delivered["tick"] == 1 and stats.failed["invalid_json"] == 1
+    assert stats.first_errors and "MSG_SIZE_TOO_LARGE" in stats.first_errors[0]

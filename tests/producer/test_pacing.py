@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections.abc import Callable
 from itertools import islice
@@ -155,3 +156,14 @@ def test_rate_limits_a_bounded_source_and_stops_when_it_runs_out() -> None:
                          stats_interval_s=0)
     assert stats.stopped_by == "exhausted" and stats.total_delivered == 25_000
     assert 2.4 <= producer.sent[-1][3] - 1_000.0 <= 2.6
+
+
+def test_stats_line_reports_target_actual_delivered_failed_and_queue(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="producer.publisher")
+    clock = FakeClock()
+    run_producer(ProducerConfig(), endless_records(), rate=10_000, duration_s=3.0, producer=FakeProducer(clock),
+                 clock=clock, stats_interval_s=1.0)
+    lines = [r.getMessage() for r in caplog.records if "actual" in r.getMessage()]
+    assert len(lines) >= 3
+    match = re.search(r"target 10000/s actual (\d+)/s produced \d+ delivered (\d+) failed 0 queued \d+", lines[1])
+    assert match and abs(int(match.group(1)) - 10_000) < 500
