@@ -118,10 +118,11 @@ class KafkaFeed:
             consumer.assign(assignment)
             targets = self._pending(consumer, assignment) if not self.replayed else {}
             self._set("replaying" if not self.replayed else "following", broker_up=True)
-            # Watermark queries take a broker round trip each (~100 ms here): a
-            # thread of their own keeps them from stalling the live stream.
+            # Watermark queries on the consuming client queue behind its fetches
+            # and stalled the live stream for ~0.5 s every probe: they get a
+            # client (connection) and a thread of their own.
             session_over = threading.Event()
-            prober = threading.Thread(target=self._probe_loop, args=(consumer, assignment, session_over),
+            prober = threading.Thread(target=self._probe_loop, args=(assignment, session_over),
                                       name="serving-kafka-probe", daemon=True)
             prober.start()
             try:
@@ -147,9 +148,13 @@ class KafkaFeed:
                 log.info("replayed history: %s", self.hub.store.counts())
                 self._set("following", broker_up=self.broker_up)
 
-    def _probe_loop(self, consumer: Consumer, assignment: list[TopicPartition], over: threading.Event) -> None:
-        while not over.wait(PROBE_INTERVAL_S) and not self._stop.is_set():
-            self._probe(consumer, assignment)
+    def _probe_loop(self, assignment: list[TopicPartition], over: threading.Event) -> None:
+        probe = Consumer(consumer_config(self.bootstrap_servers), logger=logging.getLogger("serving.librdkafka"))
+        try:
+            while not over.wait(PROBE_INTERVAL_S) and not self._stop.is_set():
+                self._probe(probe, assignment)
+        finally:
+            probe.close()
 
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
         """Every partition of both topics, at the remembered position or the start of the history."""
