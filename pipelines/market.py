@@ -9,12 +9,13 @@ runners/README.md). Streaming is implied.
 from __future__ import annotations
 
 import logging
+import sys
 import typing
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipelines import kafka_io
+from pipelines import kafka_io, preflight
 from pipelines.options import MarketOptions
 from transforms import MarketAnalytics
 
@@ -66,17 +67,32 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: be
 
 def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     """Parse flags, let the runner add what it needs, build and run the pipeline."""
+    from apache_beam.options.pipeline_options import TestOptions
+
     from runners import select
 
     pipeline_args, expansion_service = select.prepare(argv)
     options = PipelineOptions(pipeline_args)
     options.view_as(StandardOptions).streaming = True
+    if not options.view_as(TestOptions).dry_run and "Dataflow" not in str(options.view_as(StandardOptions).runner):
+        # Dataflow's workers reach brokers this machine may not: no check there.
+        preflight.check_kafka(options.view_as(MarketOptions))
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, options, expansion_service=expansion_service)
     result = pipeline.run()
     return result
 
 
-if __name__ == "__main__":
+def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run().wait_until_finish()
+    try:
+        result = run()
+    except preflight.PreflightError as exc:
+        log.error("%s", exc)
+        return 2
+    result.wait_until_finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,7 +29,7 @@ WANT=$(cat requirements.txt requirements-dev.txt setup.py | sha256sum | cut -d' 
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "== installing Python packages (first run takes a few minutes)"
   .venv/bin/pip install --disable-pip-version-check -q -r requirements-dev.txt
-  .venv/bin/pip install --disable-pip-version-check -q --no-deps -e .
+  .venv/bin/pip install --disable-pip-version-check -q --no-deps -e . --config-settings editable_mode=compat
   echo "$WANT" > "$STAMP"
 fi
 
