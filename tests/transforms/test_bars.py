@@ -147,3 +147,17 @@ def test_late_tick_for_a_quiet_window_of_a_ticking_symbol_is_judged():
     out = run(stream, bars_and_dead_letters(early_firing_s=0))
     assert sorted((b["window_start"] - T0) // MINUTE for b in out["bars"]) == [0, 2, 3, 4]
     assert [(key, letter["reason"]) for key, letter in out["dead"]] == [(b"SPY", "late")]
+
+
+def test_too_late_first_tick_of_an_unseen_symbol_lands_in_a_late_pane_not_in_silence():
+    # The documented limit: with no running clock for the symbol, the screen
+    # cannot prove the tick too late; the window step's grace keeps it.
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([record("AAA", 10.0, T0 + 1_000, 1)])
+              .advance_watermark_to(at(T0 + MINUTE + 40_000))
+              .add_elements([record("NEW", 7.0, T0 + 2_000, 1)])
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    new = [(b["pane"], b["tick_count"]) for b in out["bars"] if b["symbol"] == "NEW"]
+    assert new == [("LATE", 1)] and out["dead"] == []
