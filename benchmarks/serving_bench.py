@@ -78,7 +78,7 @@ class Server:
                "ALERTS_TOPIC": alerts, "HISTORY_HOURS": "1", "WS_QUEUE_SIZE": str(queue_size),
                "LOG_LEVEL": "WARNING"}
         cmd = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", "1",
-               "--threads", str(threads), "--backlog", "4096", "--bind", f"127.0.0.1:{self.port}",
+               "--threads", str(threads), "--worker-connections", str(2 * threads), "--backlog", "4096", "--bind", f"127.0.0.1:{self.port}",
                "--log-level", "warning", "serving:create_app()"]
         self.process = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.monotonic() + 60

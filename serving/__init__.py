@@ -1,6 +1,7 @@
 """Serving: REST, WebSocket and dashboard over the pipeline's Kafka topics (DESIGN.md §7, §8).
 
-Production: `gunicorn --worker-class gthread --workers 1 --threads 1100 'serving:create_app()'`
+Production: `gunicorn --worker-class gthread --workers 1 --threads 1100 --worker-connections 2200
+--bind 0.0.0.0:8000 'serving:create_app()'`
 (see docs/serving.md); development: `python -m serving`.
 """
 from __future__ import annotations

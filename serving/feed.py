@@ -26,7 +26,7 @@ from serving.store import MalformedRecord
 log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_S = 2.0      # how often the broker is asked for watermarks (readiness, lag)
-PROBE_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 2.0       # per partition; an outage is reported within ~4 s
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 BATCH = 500
 

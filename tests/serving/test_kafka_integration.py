@@ -154,3 +154,31 @@ def test_missing_topics_then_created_recovers_by_itself(kafka_bootstrap: str,
                 future.result()
             except Exception:
                 pass
+
+
+def test_probe_marks_outage_and_recovery(kafka_bootstrap: str, make_topic: Callable[..., str]) -> None:
+    """The readiness probe flips to not-ready when the broker stops answering, and back by itself."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from serving.feed import KafkaFeed, consumer_config
+    from serving.hub import Hub
+    from serving.metrics import Metrics
+    from serving.store import MarketStore
+
+    trends = make_topic("serving_probe")
+    metrics = Metrics()
+    feed = KafkaFeed(Hub(MarketStore(10, 10), metrics, 10, 1.0), metrics, kafka_bootstrap, trends, trends, 1.0)
+    feed.replayed = True
+    assignment = [TopicPartition(trends, p) for p in range(3)]
+    dead = Consumer(consumer_config(f"127.0.0.1:{free_port()}"))    # a broker that went away
+    live = Consumer(consumer_config(kafka_bootstrap))
+    try:
+        feed._probe(live, assignment)
+        assert feed.ready and metrics.ready._value.get() == 1
+        feed._probe(dead, assignment)
+        assert not feed.ready and "unreachable" in feed.status and metrics.ready._value.get() == 0
+        feed._probe(live, assignment)
+        assert feed.ready and feed.status == "following"
+    finally:
+        dead.close()
+        live.close()
