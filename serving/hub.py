@@ -278,10 +278,10 @@ class Hub:
         timer.daemon = True
         timer.start()
 
-    def heartbeat(self, client: Client) -> bytes:
-        """The next heartbeat frame of `client`."""
+    def heartbeat(self, client: Client) -> None:
+        """Queue the next heartbeat of `client` (a full queue closes it like any other message)."""
         client.heartbeat_seq += 1
-        return text_frame(protocol.encode({"type": "heartbeat", "seq": client.heartbeat_seq}))
+        self.send(client, {"type": "heartbeat", "seq": client.heartbeat_seq})
 
 
 def cut_socket(sock: socket.socket | None) -> Callable[[], None]:
@@ -317,7 +317,5 @@ def pump(hub: Hub, client: Client, write: Callable[[bytes], None], close: Callab
                 mailbox.done()
         # Checked after every frame too, so a busy feed still carries heartbeats.
         if time.monotonic() >= next_beat:
-            if not mailbox.offer(hub.heartbeat(client)) and mailbox.state is None:
-                with hub.store.lock:
-                    hub._overflow(client)
+            hub.heartbeat(client)
             next_beat = time.monotonic() + heartbeat_s
