@@ -1,0 +1,293 @@
+"""A Flink 1.19 session cluster on this machine, without Docker, and the pipeline arguments to use it.
+
+Three background processes, each with a pid file and a log under `.cache/`
+(runners.local.process):
+
+* `flink-jobmanager`: `StandaloneSessionClusterEntrypoint`, REST on localhost:8081;
+* `flink-taskmanager-<n>`: `TaskManagerRunner`, 2 slots each;
+* `beam-worker-pool`: Beam's Python SDK worker pool on localhost:50000; the
+  TaskManagers ask it for a Python SDK worker per stage (EXTERNAL environment).
+
+They are the processes Flink's `bin/jobmanager.sh` / `bin/taskmanager.sh`
+would start: the memory flags come from the same BashJavaUtils call.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from runners.flink_cluster import conf, distribution
+from runners.local import fetch as local_fetch
+from runners.local import paths, prereqs, process
+
+log = logging.getLogger(__name__)
+
+JOBMANAGER = "flink-jobmanager"
+TASKMANAGER_PREFIX = "flink-taskmanager-"
+WORKER_POOL = "beam-worker-pool"
+WORKER_POOL_PORT = 50000
+CHECKPOINT_INTERVAL_MS = 10_000
+
+# What Flink 1.19's default config.yaml puts in env.java.opts.all so that
+# Kryo and Flink's own reflection work on Java 17's module system.
+JAVA17_OPENS = (
+    "--add-exports=java.base/sun.net.util=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports=java.security.jgss/sun.security.krb5=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.net=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/java.nio=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens=java.base/java.text=ALL-UNNAMED",
+    "--add-opens=java.base/java.time=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "--add-opens=java.base/java.util.concurrent=ALL-UNNAMED",
+    "--add-opens=java.base/java.util.concurrent.atomic=ALL-UNNAMED",
+    "--add-opens=java.base/java.util.concurrent.locks=ALL-UNNAMED",
+)
+
+
+def _java() -> str:
+    return shutil.which("java") or "java"
+
+
+def taskmanager_class_path() -> str:
+    """Flink's lib/ only: see `beam_lib_for_taskmanager` for why Beam's jars are not here."""
+    return str(distribution.lib_dir() / "*")
+
+
+def _resource_params(command: str) -> tuple[list[str], list[str]]:
+    """(JVM flags, dynamic `-D key=value` args) Flink derives from the memory config.
+
+    The same call `bin/jobmanager.sh` / `bin/taskmanager.sh` make; the
+    TaskManager refuses to start without the derived memory settings.
+    """
+    class_path = os.pathsep.join([str(distribution.bash_java_utils_jar()), taskmanager_class_path()])
+    cmd = [_java(), "-Xmx64m", "-cp", class_path, "org.apache.flink.runtime.util.bash.BashJavaUtils",
+           command, "--configDir", str(conf.conf_dir())]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    lines = [line.split(":", 1)[1] for line in result.stdout.splitlines()
+             if line.startswith("BASH_JAVA_UTILS_EXEC_RESULT:")]
+    if result.returncode != 0 or not lines:
+        raise RuntimeError(f"BashJavaUtils {command} failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+    jvm_flags = lines[0].split()
+    dynamic = lines[1].split() if len(lines) > 1 else []
+    return jvm_flags, dynamic
+
+
+def _flink_env() -> dict[str, str]:
+    env = dict(os.environ)
+    plugins = distribution.home() / "plugins"
+    plugins.mkdir(exist_ok=True)
+    env["FLINK_PLUGINS_DIR"] = str(plugins)
+    return env
+
+
+def _flink_cmd(name: str, main_class: str, resource_command: str) -> list[str]:
+    jvm_flags, dynamic = _resource_params(resource_command)
+    log4j = conf.conf_dir() / "log4j-console.properties"
+    return [_java(), *jvm_flags, *JAVA17_OPENS, "-XX:+UseG1GC",
+            f"-Dlog4j.configurationFile=file:{log4j}", f"-Dlog.file={paths.log_file(name)}",
+            "-classpath", taskmanager_class_path(), main_class,
+            "--configDir", str(conf.conf_dir()), *dynamic]
+
+
+def _worker_pool_cmd() -> list[str]:
+    return [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+            f"--service_port={WORKER_POOL_PORT}"]
+
+
+def _worker_pool_env() -> dict[str, str]:
+    # The SDK workers unpickle the pipeline's functions by reference
+    # (`pipelines.market`, `transforms`, test modules): they import them from
+    # the project, as a real worker image would have the package installed.
+    env = dict(os.environ)
+    # worker_pool_main starts each SDK worker as a bare `python`: this
+    # interpreter's folder goes first on PATH so the workers get its packages.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(paths.PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def taskmanager_names() -> list[str]:
+    """Names of the TaskManagers that have a pid file, running or not."""
+    run_dir = paths.pid_file(JOBMANAGER).parent
+    return sorted(p.stem for p in run_dir.glob(f"{TASKMANAGER_PREFIX}*.pid"))
+
+
+def _rest(path: str, method: str = "GET", timeout_s: float = 5.0) -> dict:
+    request = urllib.request.Request(f"{conf.rest_url()}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+        return json.load(resp)
+
+
+def overview(timeout_s: float = 2.0) -> dict | None:
+    """The JobManager's `/overview` (TaskManagers, slots, jobs), or None if REST does not answer."""
+    try:
+        return _rest("/overview", timeout_s=timeout_s)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def jobs() -> list[dict]:
+    """Every job the JobManager knows: `jid`, `name`, `state`, task counts (REST `/jobs/overview`)."""
+    return _rest("/jobs/overview")["jobs"]
+
+
+def checkpoint_counts(jid: str) -> dict:
+    """`completed`, `failed`, `in_progress` ... checkpoint counts of a job."""
+    return _rest(f"/jobs/{jid}/checkpoints")["counts"]
+
+
+def cancel_job(jid: str, timeout_s: float = 60.0) -> str:
+    """Cancel a job and wait until it reaches a terminal state; return that state.
+
+    Cancelling through Flink is what stops a streaming Beam job on a cluster:
+    the Python client and the job server only observe it.
+    """
+    _rest(f"/jobs/{jid}?mode=cancel", method="PATCH")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = _rest(f"/jobs/{jid}")["state"]
+        if state in ("CANCELED", "FAILED", "FINISHED"):
+            return state
+        time.sleep(0.5)
+    raise RuntimeError(f"job {jid} was not cancelled within {timeout_s:.0f}s")
+
+
+def is_running() -> bool:
+    return process.read_pid(JOBMANAGER) is not None
+
+
+def start(taskmanagers: int = 1, timeout_s: float = 120.0) -> dict:
+    """Start the cluster unless it runs; wait until every TaskManager has registered its slots.
+
+    Returns the REST overview. On failure everything started here is stopped again.
+    """
+    prereqs.require_java()
+    distribution.fetch()
+    conf.write()
+    started = []
+    try:
+        if process.read_pid(JOBMANAGER) is None:
+            for port in (conf.REST_PORT, conf.RPC_PORT):
+                if process.port_open(conf.HOST, port):
+                    raise RuntimeError(f"port {port} is taken by another process; stop it or free the port")
+            process.start(JOBMANAGER, _flink_cmd(
+                JOBMANAGER, "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
+                "GET_JM_RESOURCE_PARAMS"), cwd=conf.cluster_dir(), env=_flink_env())
+            started.append(JOBMANAGER)
+        tm_cmd = None
+        for index in range(taskmanagers):
+            name = f"{TASKMANAGER_PREFIX}{index}"
+            if process.read_pid(name) is None:
+                tm_cmd = tm_cmd or _flink_cmd(name, "org.apache.flink.runtime.taskexecutor.TaskManagerRunner",
+                                              "GET_TM_RESOURCE_PARAMS")
+                process.start(name, tm_cmd, cwd=conf.cluster_dir(), env=_flink_env())
+                started.append(name)
+        if process.read_pid(WORKER_POOL) is None:
+            if process.port_open(conf.HOST, WORKER_POOL_PORT):
+                raise RuntimeError(f"port {WORKER_POOL_PORT} is taken by another process")
+            process.start(WORKER_POOL, _worker_pool_cmd(), cwd=paths.PROJECT_ROOT, env=_worker_pool_env())
+            started.append(WORKER_POOL)
+        return wait_ready(taskmanagers * conf.SLOTS_PER_TASKMANAGER, timeout_s)
+    except BaseException:
+        for name in reversed(started):
+            process.stop(name)
+        raise
+
+
+def wait_ready(slots: int, timeout_s: float) -> dict:
+    """Block until REST reports `slots` registered slots and the worker pool listens."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        for name in [JOBMANAGER, *taskmanager_names(), WORKER_POOL]:
+            if process.read_pid(name) is None:
+                raise RuntimeError(f"{name} exited during start:\n{process.tail(paths.log_file(name))}")
+        last = overview()
+        if (last and last.get("slots-total", 0) >= slots and last.get("slots-available", 0) > 0
+                and process.port_open(conf.HOST, WORKER_POOL_PORT)):
+            return last
+        time.sleep(0.5)
+    raise RuntimeError(f"the Flink cluster was not ready in {timeout_s:.0f}s (overview: {last}):\n"
+                       f"{process.tail(paths.log_file(JOBMANAGER))}")
+
+
+def stop() -> list[str]:
+    """Stop TaskManagers, then the JobManager, then the worker pool; return what was running."""
+    stopped = []
+    for name in [*taskmanager_names(), JOBMANAGER, WORKER_POOL]:
+        if process.stop(name, timeout_s=30):
+            stopped.append(name)
+    return stopped
+
+
+def status() -> dict[str, int | None]:
+    """Pid (or None) of each cluster process."""
+    names = [JOBMANAGER, *(taskmanager_names() or [f"{TASKMANAGER_PREFIX}0"]), WORKER_POOL]
+    return {name: process.read_pid(name) for name in names}
+
+
+def checkpoint_root(job_name: str | None) -> Path:
+    """Checkpoints of one job name; resuming is keyed by name so jobs never share state."""
+    return conf.checkpoints_dir() / (job_name or "unnamed")
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            return argv[index + 1]
+    return None
+
+
+def _has_flag(argv: list[str], name: str) -> bool:
+    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
+
+
+def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
+    """`argv` (with `--runner=FlinkRunner --flink_master=host:port`) plus what a cluster run needs.
+
+    * the local job server launcher jar: the Python FlinkRunner starts it and
+      it submits the job to `--flink_master`;
+    * EXTERNAL Python workers from the cluster's worker pool;
+    * checkpoints every 10 s under `.cache/flink-cluster/checkpoints/<job_name>`,
+      retained on cancel; with an explicit `--job_name` a new submission
+      resumes from that name's newest completed checkpoint.
+    """
+    args = list(argv)
+    if not _has_flag(args, "flink_job_server_jar"):
+        jar = local_fetch.job_server_jar()
+        if not jar.exists():
+            raise RuntimeError(f"{jar} is missing: run `python -m runners.local fetch`")
+        args.append(f"--flink_job_server_jar={jar}")
+    if not _has_flag(args, "environment_type"):
+        args += ["--environment_type=EXTERNAL", f"--environment_config={conf.HOST}:{WORKER_POOL_PORT}"]
+    job_name = _flag_value(args, "job_name")
+    if not _has_flag(args, "checkpointing_interval"):
+        storage = checkpoint_root(job_name)
+        storage.mkdir(parents=True, exist_ok=True)
+        args += [f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}",
+                 "--state_backend=filesystem",
+                 f"--state_backend_storage_path=file://{storage}",
+                 "--externalized_checkpoints_enabled",
+                 "--retain_externalized_checkpoints_on_cancellation"]
+    if resume and job_name and not _has_flag(args, "savepoint_path"):
+        from runners.local import flink as local_flink  # imports Beam: only when submitting
+        checkpoint = local_flink.latest_checkpoint(checkpoint_root(job_name))
+        if checkpoint is not None:
+            log.info("resuming %s from checkpoint %s", job_name, checkpoint)
+            args += [f"--savepoint_path=file://{checkpoint}", "--allow_non_restored_state"]
+    return args
