@@ -19,7 +19,6 @@ import os
 import resource
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -78,7 +77,8 @@ class Server:
                "ALERTS_TOPIC": alerts, "HISTORY_HOURS": "1", "WS_QUEUE_SIZE": str(queue_size),
                "LOG_LEVEL": "WARNING"}
         cmd = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", "1",
-               "--threads", str(threads), "--worker-connections", str(2 * threads), "--backlog", "4096", "--bind", f"127.0.0.1:{self.port}",
+               "--threads", str(threads), "--worker-connections", str(2 * threads), "--backlog", "4096",
+               "--bind", f"127.0.0.1:{self.port}",
                "--log-level", "warning", "serving:create_app()"]
         self.process = subprocess.Popen(cmd, cwd=ROOT, env=env)
         deadline = time.monotonic() + 60
@@ -193,13 +193,16 @@ async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, 
     for task in pending:
         task.cancel()
     elapsed = time.monotonic() - began
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        queued = sum(float(line.split()[-1]) for line in r.read().decode().splitlines()
+                     if line.startswith("serving_websocket_messages_queued_total"))
     server_cpu = (cpu_seconds(worker) - cpu0) / elapsed * 100
     client_cpu = (time.process_time() - own0) / elapsed * 100
     await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
     expected = clients * bars
     return {"clients": clients, "delivered": len(delays), "expected": expected, "closed_1008": closed_early,
             "p50_ms": percentile(delays, 0.50) * 1000, "p99_ms": percentile(delays, 0.99) * 1000,
-            "max_ms": max(delays) * 1000 if delays else float("nan"), "server_cpu": server_cpu,
+            "max_ms": max(delays) * 1000 if delays else float("nan"), "server_cpu": server_cpu, "queued_total": queued,
             "client_cpu": client_cpu}
 
 
@@ -250,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"WS    {n:5d} clients x {args.bars} bars at {args.rate:g}/s: delivered "
                   f"{result['delivered']}/{result['expected']}, p50 {result['p50_ms']:.1f} ms, "
                   f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms, "
-                  f"closed early {result['closed_1008']}, server CPU {result['server_cpu']:.0f}%, "
+                  f"closed early {result['closed_1008']}, queued so far {result['queued_total']:.0f}, "
+                  f"server CPU {result['server_cpu']:.0f}%, "
                   f"client CPU {result['client_cpu']:.0f}%")
             if result["p99_ms"] < 100 and result["delivered"] == result["expected"]:
                 held = max(held, n)

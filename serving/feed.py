@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PROBE_INTERVAL_S = 2.0      # how often the broker is asked for watermarks (readiness, lag)
 PROBE_TIMEOUT_S = 2.0       # per partition; an outage is reported within ~4 s
+METADATA_TIMEOUT_S = 5.0   # start-up queries; short so stop() is not held up by a dead broker
 RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 BATCH = 500
 
@@ -161,13 +162,13 @@ class KafkaFeed:
         start_ms = int(time.time() * 1000) - self.history_ms
         wanted: list[TopicPartition] = []
         for topic in (self.trends_topic, self.alerts_topic):
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
                 raise KafkaException(f"topic {topic} unavailable: {meta.error if meta else 'missing'}")
             wanted += [TopicPartition(topic, p, start_ms) for p in sorted(meta.partitions)]
         fresh = [tp for tp in wanted if (tp.topic, tp.partition) not in self._positions]
         found = {(tp.topic, tp.partition): tp.offset
-                 for tp in (consumer.offsets_for_times(fresh, timeout=10) if fresh else [])}
+                 for tp in (consumer.offsets_for_times(fresh, timeout=METADATA_TIMEOUT_S) if fresh else [])}
         out = []
         for tp in wanted:
             key = (tp.topic, tp.partition)
@@ -177,7 +178,7 @@ class KafkaFeed:
                 offset = found.get(key, -1)
                 if offset < 0:
                     # Nothing newer than the history start: begin at the end.
-                    offset = consumer.get_watermark_offsets(tp, timeout=10)[1]
+                    offset = consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)[1]
             out.append(TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING))
         log.info("assigned %d partitions of %s and %s", len(out), self.trends_topic, self.alerts_topic)
         return out
@@ -186,7 +187,8 @@ class KafkaFeed:
         """Partitions with history to replay, and the high watermark to reach on each."""
         pending = {}
         for tp in assignment:
-            high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)[1]
+            partition = TopicPartition(tp.topic, tp.partition)
+            high = consumer.get_watermark_offsets(partition, timeout=METADATA_TIMEOUT_S)[1]
             if tp.offset < high:
                 pending[(tp.topic, tp.partition)] = high
         return pending

@@ -61,6 +61,7 @@ class Mailbox:
         self.busy = False
         self.partial: bytes | None = None
         self.state: str | None = None   # None while open, else CLOSED or OVERFLOW
+        self.queued = 0                 # frames that could not be written at once
 
     def offer(self, frame: bytes) -> bool:
         """Write or queue `frame` without blocking; False if the mailbox is full or no longer open."""
@@ -71,6 +72,7 @@ class Mailbox:
                 if len(self._items) >= self.size:
                     return False
                 self._items.append(frame)
+                self.queued += 1
                 self._cond.notify()
                 return True
             self.busy = True
@@ -85,6 +87,7 @@ class Mailbox:
         with self._cond:
             self.busy = False
             if sent < len(frame):
+                self.queued += 1
                 self.partial = frame[sent:] if sent else None
                 if not sent:
                     self._items.appendleft(frame)
@@ -249,14 +252,18 @@ class Hub:
 
     def _fan_out(self, channel: str, symbol: str, message: dict[str, Any]) -> None:
         frame: bytes | None = None   # framed once, only if someone wants it
-        sent = 0
+        sent = queued = 0
         for client in list(self._clients.values()):
             if client.wants(channel, symbol):
                 if frame is None:
                     frame = text_frame(protocol.encode(message))
+                before = client.mailbox.queued
                 sent += self._offer(client, frame)
+                queued += client.mailbox.queued - before
         if sent:
             self.metrics.ws_sent.inc(sent)
+        if queued:
+            self.metrics.ws_queued.inc(queued)
 
     def _offer(self, client: Client, frame: bytes) -> bool:
         if client.mailbox.offer(frame):

@@ -20,6 +20,9 @@ class Metrics:
         self.ws_clients = Gauge("serving_websocket_clients", "Connected WebSocket clients", registry=r)
         self.ws_sent = Counter("serving_websocket_messages_sent", "Messages written to WebSocket clients",
                                registry=r)
+        self.ws_queued = Counter("serving_websocket_messages_queued",
+                                 "Fan-out messages that waited in a client's queue (socket buffer full)",
+                                 registry=r)
         self.ws_overflows = Counter("serving_websocket_overflows",
                                     "Slow WebSocket clients closed with 1008", registry=r)
         self.request_latency = Histogram(

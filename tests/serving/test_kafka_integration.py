@@ -173,8 +173,9 @@ def test_probe_marks_outage_and_recovery(kafka_bootstrap: str, make_topic: Calla
     dead = Consumer(consumer_config(f"127.0.0.1:{free_port()}"))    # a broker that went away
     live = Consumer(consumer_config(kafka_bootstrap))
     try:
-        feed._probe(live, assignment)
-        assert feed.ready and metrics.ready._value.get() == 1
+        # A topic created a moment ago may not have partition leaders yet.
+        wait_for(lambda: feed._probe(live, assignment) or feed.ready, 15, "the first successful probe")
+        assert metrics.ready._value.get() == 1
         feed._probe(dead, assignment)
         assert not feed.ready and "unreachable" in feed.status and metrics.ready._value.get() == 0
         feed._probe(live, assignment)
