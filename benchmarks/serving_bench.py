@@ -180,6 +180,10 @@ async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, 
             closed_early += 1
 
     listeners = [asyncio.create_task(listen(k, ws)) for k, ws in enumerate(sockets)]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        before = {line.split()[0]: float(line.split()[-1]) for line in r.read().decode().splitlines()
+                  if line.startswith("serving_fanout_seconds_")}
+    fanout0 = (before.get("serving_fanout_seconds_sum", 0.0), before.get("serving_fanout_seconds_count", 0.0))
     began, cpu0, own0 = time.monotonic(), cpu_seconds(worker), time.process_time()
     for i in range(bars):
         symbol = SYMBOLS[i % len(SYMBOLS)]
@@ -194,15 +198,18 @@ async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, 
         task.cancel()
     elapsed = time.monotonic() - began
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        queued = sum(float(line.split()[-1]) for line in r.read().decode().splitlines()
-                     if line.startswith("serving_websocket_messages_queued_total"))
+        series = {line.split()[0]: float(line.split()[-1]) for line in r.read().decode().splitlines()
+                  if line and not line.startswith("#")}
+    queued = series.get("serving_websocket_messages_queued_total", 0.0)
+    fanout_ms = (series["serving_fanout_seconds_sum"] - fanout0[0]) / max(
+        1.0, series["serving_fanout_seconds_count"] - fanout0[1]) * 1000
     server_cpu = (cpu_seconds(worker) - cpu0) / elapsed * 100
     client_cpu = (time.process_time() - own0) / elapsed * 100
     await asyncio.gather(*[ws.close() for ws in sockets], return_exceptions=True)
     expected = clients * bars
     return {"clients": clients, "delivered": len(delays), "expected": expected, "closed_1008": closed_early,
             "p50_ms": percentile(delays, 0.50) * 1000, "p99_ms": percentile(delays, 0.99) * 1000,
-            "max_ms": max(delays) * 1000 if delays else float("nan"), "server_cpu": server_cpu, "queued_total": queued,
+            "max_ms": max(delays) * 1000 if delays else float("nan"), "server_cpu": server_cpu, "queued_total": queued, "fanout_ms": fanout_ms,
             "client_cpu": client_cpu}
 
 
@@ -254,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{result['delivered']}/{result['expected']}, p50 {result['p50_ms']:.1f} ms, "
                   f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms, "
                   f"closed early {result['closed_1008']}, queued so far {result['queued_total']:.0f}, "
-                  f"server CPU {result['server_cpu']:.0f}%, "
+                  f"fan-out {result['fanout_ms']:.1f} ms/bar, server CPU {result['server_cpu']:.0f}%, "
                   f"client CPU {result['client_cpu']:.0f}%")
             if result["p99_ms"] < 100 and result["delivered"] == result["expected"]:
                 held = max(held, n)

@@ -251,6 +251,7 @@ class Hub:
             return True
 
     def _fan_out(self, channel: str, symbol: str, message: dict[str, Any]) -> None:
+        started = time.perf_counter()
         frame: bytes | None = None   # framed once, only if someone wants it
         sent = queued = 0
         for client in list(self._clients.values()):
@@ -264,6 +265,8 @@ class Hub:
             self.metrics.ws_sent.inc(sent)
         if queued:
             self.metrics.ws_queued.inc(queued)
+        if frame is not None:
+            self.metrics.fanout.observe(time.perf_counter() - started)
 
     def _offer(self, client: Client, frame: bytes) -> bool:
         if client.mailbox.offer(frame):

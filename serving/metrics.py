@@ -25,6 +25,9 @@ class Metrics:
                                  registry=r)
         self.ws_overflows = Counter("serving_websocket_overflows",
                                     "Slow WebSocket clients closed with 1008", registry=r)
+        self.fanout = Histogram(
+            "serving_fanout_seconds", "Time to hand one bar or alert to every subscribed WebSocket client",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
         self.request_latency = Histogram(
             "serving_request_duration_seconds", "HTTP request latency", ["method", "endpoint", "status"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.hub import cut_socket
 from tests.conftest import missing_prerequisite
 from tests.serving.cdp import Browser, chromium_path
 from tests.serving.conftest import LiveServer
@@ -67,6 +68,15 @@ def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callabl
     browser.evaluate("document.querySelector('#symbols tr[data-symbol=\"MSFT\"]').click()")
     assert browser.wait_for("document.querySelector('#chart').dataset.symbol") == "MSFT"
     assert browser.evaluate("Number(document.querySelector('#chart').dataset.bars)") == MINUTES + 1
+    # A dropped connection: the page says so, reconnects by itself and resumes.
+    for client in list(hub._clients.values()):
+        cut_socket(client.mailbox.sock)()
+    browser.wait_for("document.body.dataset.connection === 'down'", timeout=5)
+    browser.wait_for("document.body.dataset.connection === 'live'", timeout=10)
+    browser.wait_for(f"document.querySelectorAll('#symbols tr[data-symbol]').length === {len(SYMBOLS)}")
+    hub.publish_bar(bar("TSLA", MINUTES, 277.77))
+    browser.wait_for("document.querySelector('#symbols tr[data-symbol=\"TSLA\"] .last').textContent === '277.77'",
+                     timeout=5)
     shot = browser.screenshot(ARTIFACTS / "dashboard.png")
     assert shot.stat().st_size > 10_000
     assert not [line for line in browser.console if "exception" in line]
