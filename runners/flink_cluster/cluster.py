@@ -144,6 +144,11 @@ def jobs() -> list[dict]:
     return _rest("/jobs/overview")["jobs"]
 
 
+def job(jid: str) -> dict:
+    """One job: `state` and its `vertices` with their status and record counts (REST `/jobs/<jid>`)."""
+    return _rest(f"/jobs/{jid}")
+
+
 def checkpoint_counts(jid: str) -> dict:
     """`completed`, `failed`, `in_progress` ... checkpoint counts of a job."""
     return _rest(f"/jobs/{jid}/checkpoints")["counts"]
