@@ -167,12 +167,15 @@ class Hub:
         self.queue_size = queue_size
         self.close_grace_s = close_grace_s
         self._clients: dict[int, Client] = {}
+        # Orders store updates, fan-out and subscriptions. It is not the store's
+        # lock, so REST reads never wait for a fan-out to a thousand sockets.
+        self._lock = threading.RLock()
 
     # --- clients -----------------------------------------------------------
     def connect(self, sock: socket.socket | None = None) -> Client:
         """Register a new client writing to `sock` (None: everything goes through its mailbox)."""
         client = Client(self.queue_size, sock)
-        with self.store.lock:
+        with self._lock:
             self._clients[client.id] = client
             self.metrics.ws_clients.set(len(self._clients))
         return client
@@ -180,7 +183,7 @@ class Hub:
     def disconnect(self, client: Client) -> None:
         """Forget `client` (idempotent)."""
         client.mailbox.end(CLOSED)
-        with self.store.lock:
+        with self._lock:
             self._clients.pop(client.id, None)
             self.metrics.ws_clients.set(len(self._clients))
 
@@ -190,7 +193,7 @@ class Hub:
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
         """Queue one message for `client` (replies, welcome); overflow closes it like any other."""
-        with self.store.lock:
+        with self._lock:
             self._offer(client, text_frame(protocol.encode(message)))
 
     def handle(self, client: Client, raw: str | bytes) -> None:
@@ -209,9 +212,9 @@ class Hub:
 
     def subscribe(self, client: Client, channel: str, symbols: list[str]) -> None:
         """Add a subscription, then queue `subscribed` and the channel's snapshot atomically with the stream."""
-        # Under the store lock no bar is applied or fanned out, so the snapshot
+        # Under the hub lock no bar is applied or fanned out, so the snapshot
         # and the live messages after it neither overlap nor leave a gap.
-        with self.store.lock:
+        with self._lock:
             client.subscriptions[channel].add(symbols)
             subscribed = {"type": "subscribed", "channel": channel, "symbols": symbols}
             if not self._offer(client, text_frame(protocol.encode(subscribed))):
@@ -226,7 +229,7 @@ class Hub:
 
     def unsubscribe(self, client: Client, channel: str, symbols: list[str]) -> None:
         """Remove a subscription and confirm it."""
-        with self.store.lock:
+        with self._lock:
             client.subscriptions[channel].remove(symbols)
             message = {"type": "unsubscribed", "channel": channel, "symbols": symbols}
             self._offer(client, text_frame(protocol.encode(message)))
@@ -235,7 +238,7 @@ class Hub:
     def publish_bar(self, bar: Bar) -> bool:
         """Store `bar`; if it is a new version, push it to subscribers. True if it was new."""
         symbol, _, _ = bar_identity(bar)
-        with self.store.lock:
+        with self._lock:
             if not self.store.apply_bar(bar):
                 return False
             self._fan_out(protocol.CHANNEL_TRENDS, symbol, {"type": "trend", "data": bar})
@@ -244,7 +247,7 @@ class Hub:
     def publish_alert(self, alert: Alert) -> bool:
         """Store `alert`; if its id is new, push it to subscribers. True if it was new."""
         _, symbol = alert_identity(alert)
-        with self.store.lock:
+        with self._lock:
             if not self.store.apply_alert(alert):
                 return False
             self._fan_out(protocol.CHANNEL_ALERTS, symbol, {"type": "alert", "data": alert})

@@ -1,8 +1,8 @@
 """In-memory market state rebuilt from Kafka: bars by (symbol, window_start), latest bars, alerts.
 
 The consumer thread writes, request and WebSocket threads read; every method
-takes `lock`, which the hub also holds while it fans a message out, so a
-WebSocket snapshot and the live stream after it never miss or repeat a bar.
+takes `lock` for as long as it touches the dictionaries and no longer. The
+hub orders updates against WebSocket snapshots with a lock of its own.
 """
 from __future__ import annotations
 
