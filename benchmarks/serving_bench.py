@@ -231,7 +231,7 @@ def metric_series(port: int) -> dict[str, float]:
 
 
 async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, clients: int, bars: int,
-                       rate: float, minute0: int) -> dict[str, float]:
+                       rate: float, minute0: int, burst: bool) -> dict[str, float]:
     """N clients on /ws?channel=trends&symbols=*; delay of each produced bar to each client."""
     loop = asyncio.get_running_loop()
     sent_at: dict[tuple[str, int], float] = {}
@@ -252,7 +252,11 @@ async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, 
         sent_at[(symbol, record["window_start"])] = time.perf_counter()
         producer.produce(trends, key=symbol.encode(), value=codec.dumps(record))
         producer.poll(0)
-        await asyncio.sleep(1 / rate)
+        if not burst:
+            await asyncio.sleep(1 / rate)
+        elif i % len(SYMBOLS) == len(SYMBOLS) - 1:
+            # Like a pipeline firing every symbol's pane at once, at the same mean rate.
+            await asyncio.sleep(len(SYMBOLS) / rate)
     producer.flush(10)
     await asyncio.wait([p.finished for p in protocols], timeout=20)
     elapsed = time.monotonic() - began
@@ -280,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="100,500,1000", help="comma-separated WebSocket client counts")
     parser.add_argument("--bars", type=int, default=100, help="bars produced per fan-out round")
     parser.add_argument("--rate", type=float, default=10.0, help="bars per second during a round")
+    parser.add_argument("--burst", action="store_true",
+                        help="produce one bar per symbol at once (as the pipeline fires panes) instead of evenly")
     parser.add_argument("--rest-concurrency", type=int, default=16)
     parser.add_argument("--rest-seconds", type=float, default=5.0)
     parser.add_argument("--queue-size", type=int, default=1000)
@@ -317,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         held = 0
         for i, n in enumerate(counts):
             result = asyncio.run(bench_fanout(server.port, server.worker, producer, trends, n, args.bars,
-                                              args.rate, minute0=200 + i * 100))
-            print(f"WS    {n:5d} clients x {args.bars} bars at {args.rate:g}/s: delivered "
+                                              args.rate, minute0=200 + i * 100, burst=args.burst))
+            pattern = f"bursts of {len(SYMBOLS)}" if args.burst else "evenly"
+            print(f"WS    {n:5d} clients x {args.bars} bars at {args.rate:g}/s {pattern}: delivered "
                   f"{result['delivered']}/{result['expected']}, p50 {result['p50_ms']:.1f} ms, "
                   f"p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms, "
                   f"closed 1008 {result['closed_1008']}, queued {result['queued']:.0f}, "

@@ -21,7 +21,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from market import codec
 from serving.hub import Hub
 from serving.metrics import Metrics
-from serving.store import MalformedRecord
+from serving.protocol import CHANNEL_ALERTS, CHANNEL_TRENDS
+from serving.store import MalformedRecord, alert_identity, bar_identity
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,7 @@ class KafkaFeed:
             # add up to the timeout to every bar's latency: wait for one, then drain.
             first = consumer.poll(0.2)
             if first is not None:
-                self._handle(first)
-                for msg in consumer.consume(BATCH, timeout=0):
-                    self._handle(msg)
+                self._handle([first, *consumer.consume(BATCH, timeout=0)])
             if not self.replayed and self._caught_up(consumer, targets):
                 self.replayed = True
                 log.info("replayed history: %s", self.hub.store.counts())
@@ -216,25 +215,32 @@ class KafkaFeed:
             return
         self._set("following" if self.replayed else "replaying", broker_up=True)
 
-    def _handle(self, msg: Any) -> None:
-        err = msg.error()
-        if err is not None:
-            # Consumer errors are transient in librdkafka (it retries); log and go on.
-            self.metrics.consumer_errors.inc()
-            log.warning("consumer error on %s [%s]: %s", msg.topic(), msg.partition(), err)
-            return
-        topic = msg.topic()
-        self._positions[(topic, msg.partition())] = msg.offset() + 1
-        self.metrics.consumed.labels(topic).inc()
-        try:
-            record = codec.loads(msg.value() or b"")
-            if topic == self.trends_topic:
-                self.hub.publish_bar(record)
-            else:
-                self.hub.publish_alert(record)
-        except (codec.JSONDecodeError, MalformedRecord) as exc:
-            self.metrics.rejected.labels(topic).inc()
-            log.warning("skipping record %s[%d]@%d: %s", topic, msg.partition(), msg.offset(), exc)
+    def _handle(self, messages: list[Any]) -> None:
+        """Decode and check a batch of records, then hand the good ones to the hub in Kafka order."""
+        records: list[tuple[str, dict[str, Any]]] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                # Consumer errors are transient in librdkafka (it retries); log and go on.
+                self.metrics.consumer_errors.inc()
+                log.warning("consumer error on %s [%s]: %s", msg.topic(), msg.partition(), err)
+                continue
+            topic = msg.topic()
+            self._positions[(topic, msg.partition())] = msg.offset() + 1
+            self.metrics.consumed.labels(topic).inc()
+            try:
+                record = codec.loads(msg.value() or b"")
+                if topic == self.trends_topic:
+                    bar_identity(record)
+                    records.append((CHANNEL_TRENDS, record))
+                else:
+                    alert_identity(record)
+                    records.append((CHANNEL_ALERTS, record))
+            except (codec.JSONDecodeError, MalformedRecord) as exc:
+                self.metrics.rejected.labels(topic).inc()
+                log.warning("skipping record %s[%d]@%d: %s", topic, msg.partition(), msg.offset(), exc)
+        if records:
+            self.hub.publish_many(records)
 
     def _on_error(self, err: KafkaError) -> None:
         self.metrics.consumer_errors.inc()

@@ -237,39 +237,58 @@ class Hub:
     # --- fan-out (consumer thread) -----------------------------------------
     def publish_bar(self, bar: Bar) -> bool:
         """Store `bar`; if it is a new version, push it to subscribers. True if it was new."""
-        symbol, _, _ = bar_identity(bar)
-        with self._lock:
-            if not self.store.apply_bar(bar):
-                return False
-            self._fan_out(protocol.CHANNEL_TRENDS, symbol, {"type": "trend", "data": bar})
-            return True
+        bar_identity(bar)
+        return self.publish_many([(protocol.CHANNEL_TRENDS, bar)]) == 1
 
     def publish_alert(self, alert: Alert) -> bool:
         """Store `alert`; if its id is new, push it to subscribers. True if it was new."""
-        _, symbol = alert_identity(alert)
-        with self._lock:
-            if not self.store.apply_alert(alert):
-                return False
-            self._fan_out(protocol.CHANNEL_ALERTS, symbol, {"type": "alert", "data": alert})
-            return True
+        alert_identity(alert)
+        return self.publish_many([(protocol.CHANNEL_ALERTS, alert)]) == 1
 
-    def _fan_out(self, channel: str, symbol: str, message: dict[str, Any]) -> None:
+    def publish_many(self, records: list[tuple[str, dict[str, Any]]]) -> int:
+        """Store a batch of (channel, record) in order and push the new ones; the number that were new.
+
+        Records must have passed bar_identity / alert_identity. A client gets
+        all of the batch it wants in one write: when the pipeline fires the
+        panes of every symbol at once, that is one send per client, not one
+        per bar and client.
+        """
+        with self._lock:
+            fresh: list[tuple[str, str, bytes]] = []
+            for channel, record in records:
+                if channel == protocol.CHANNEL_TRENDS:
+                    symbol = bar_identity(record)[0]
+                    if self.store.apply_bar(record):
+                        fresh.append((channel, symbol, text_frame(protocol.encode({"type": "trend",
+                                                                                   "data": record}))))
+                else:
+                    symbol = alert_identity(record)[1]
+                    if self.store.apply_alert(record):
+                        fresh.append((channel, symbol, text_frame(protocol.encode({"type": "alert",
+                                                                                   "data": record}))))
+            if fresh:
+                self._fan_out(fresh)
+            return len(fresh)
+
+    def _fan_out(self, fresh: list[tuple[str, str, bytes]]) -> None:
         started = time.perf_counter()
-        frame: bytes | None = None   # framed once, only if someone wants it
         sent = queued = 0
         for client in list(self._clients.values()):
-            if client.wants(channel, symbol):
-                if frame is None:
-                    frame = text_frame(protocol.encode(message))
+            if len(fresh) == 1:
+                channel, symbol, frame = fresh[0]
+                parts = [frame] if client.wants(channel, symbol) else []
+            else:
+                parts = [frame for channel, symbol, frame in fresh if client.wants(channel, symbol)]
+            if parts:
                 before = client.mailbox.queued
-                sent += self._offer(client, frame)
+                if self._offer(client, parts[0] if len(parts) == 1 else b"".join(parts)):
+                    sent += len(parts)
                 queued += client.mailbox.queued - before
         if sent:
             self.metrics.ws_sent.inc(sent)
         if queued:
             self.metrics.ws_queued.inc(queued)
-        if frame is not None:
-            self.metrics.fanout.observe(time.perf_counter() - started)
+        self.metrics.fanout.observe(time.perf_counter() - started)
 
     def _offer(self, client: Client, frame: bytes) -> bool:
         if client.mailbox.offer(frame):

@@ -248,3 +248,22 @@ def test_unread_slow_client_is_cut_after_grace(live_server: Callable[..., LiveSe
             opcode, _ = slow.recv_data(control_frame=True)
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 raise ConnectionError("closed")
+
+
+def test_batch_is_coalesced_per_client_but_arrives_as_separate_messages(server: LiveServer) -> None:
+    both = connect(server, "?channel=trends,alerts&symbols=AAPL,MSFT")
+    one = connect(server, "?channel=trends&symbols=MSFT")
+    for ws, n in ((both, 5), (one, 3)):
+        for _ in range(n):
+            recv(ws)
+    batch = [("trends", bar("AAPL", 1, 191.0)), ("trends", bar("MSFT", 1, 411.0)),
+             ("alerts", alert("MSFT", 1)), ("trends", bar("AAPL", 1, 150.0, pane_index=0)),   # stale: dropped
+             ("trends", bar("MSFT", 2, 412.0))]
+    assert server.state.hub.publish_many(batch) == 4
+    got = [recv(both) for _ in range(4)]
+    assert [(m["type"], m["data"]["symbol"]) for m in got] == [
+        ("trend", "AAPL"), ("trend", "MSFT"), ("alert", "MSFT"), ("trend", "MSFT")]
+    assert [recv(one)["data"]["close"] for _ in range(2)] == [411.0, 412.0]
+    assert_silent(one)
+    both.close()
+    one.close()
