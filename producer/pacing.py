@@ -30,11 +30,12 @@ class Pacer(Protocol):
 class TokenBucket:
     """`rate` records per second on average, with bursts up to `burst_s` seconds' worth.
 
-    The burst lets the loop catch up after a stall (a slow `poll`, a GC
-    pause) without exceeding the rate over any window longer than `burst_s`.
+    The burst lets the loop catch up after a stall (a slow `poll`, the
+    process descheduled on a busy machine) so the long-run rate holds; a
+    stall longer than `burst_s` is lost rather than made up in a flood.
     """
 
-    def __init__(self, rate: float, burst_s: float = 0.05) -> None:
+    def __init__(self, rate: float, burst_s: float = 0.2) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         self.rate = float(rate)
