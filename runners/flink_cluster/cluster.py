@@ -125,7 +125,7 @@ def taskmanager_names() -> list[str]:
     return sorted(p.stem for p in run_dir.glob(f"{TASKMANAGER_PREFIX}*.pid"))
 
 
-def _rest(path: str, method: str = "GET", timeout_s: float = 5.0) -> dict:
+def _rest(path: str, method: str = "GET", timeout_s: float = 30.0) -> dict:
     request = urllib.request.Request(f"{conf.rest_url()}{path}", method=method)
     with urllib.request.urlopen(request, timeout=timeout_s) as resp:
         return json.load(resp)
@@ -163,7 +163,10 @@ def cancel_job(jid: str, timeout_s: float = 60.0) -> str:
     _rest(f"/jobs/{jid}?mode=cancel", method="PATCH")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        state = _rest(f"/jobs/{jid}")["state"]
+        try:
+            state = _rest(f"/jobs/{jid}", timeout_s=10)["state"]
+        except (urllib.error.URLError, OSError):  # a JobManager busy cancelling answers late
+            continue
         if state in ("CANCELED", "FAILED", "FINISHED"):
             return state
         time.sleep(0.5)
