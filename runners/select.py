@@ -7,8 +7,9 @@ needs added, and the expansion service that expands Beam's Java KafkaIO:
   local job server jar, checkpoints, resume; KafkaIO runs EMBEDDED in the
   job server's JVM.
 * FlinkRunner on a cluster (`--flink_master=host:port`): see
-  runners/flink_cluster; KafkaIO runs EMBEDDED in the TaskManagers, whose
-  lib/ holds the Beam jars.
+  runners/flink_cluster; KafkaIO runs EMBEDDED in the TaskManagers, in the
+  job's class loader: the job server ships its own class path (the Beam
+  jars) with the job.
 * DataflowRunner: Dataflow's defaults (KafkaIO in Dataflow's Java
   container); the expansion service is started from the local jar only to
   expand the transform.
@@ -42,7 +43,7 @@ def prepare(argv: list[str] | None) -> tuple[list[str], object | None]:
         if flags.flink_master in local_flink.LOCAL_MASTERS:
             return local_flink.pipeline_args(argv, resume=not flags.no_resume), local_beam.expansion_service()
         from runners.flink_cluster import cluster
-        return cluster.pipeline_args(argv), local_beam.expansion_service()
+        return cluster.pipeline_args(argv, resume=not flags.no_resume), local_beam.expansion_service()
     if runner in ("dataflowrunner", "dataflow"):
         from runners.dataflow import submit
         return submit.pipeline_args(argv), submit.expansion_service()
