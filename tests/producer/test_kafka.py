@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -154,7 +155,8 @@ def test_a_record_the_broker_refuses_is_counted_failed_not_delivered(kafka_boots
     # librdkafka is allowed to send 3 MB; the broker's limit (1 MB) refuses it.
     cfg = ProducerConfig(bootstrap_servers=kafka_bootstrap, topic=topic, extra={"message.max.bytes": 3_000_000})
     good = tick_record({"symbol": "AAPL", "price": 1.0, "volume": 1, "timestamp": START_MS, "seq": 1})
-    huge = good._replace(kind="invalid_json", value=b"x" * 2_000_000)
+    # Random bytes, so that lz4 cannot shrink them under the limit.
+    huge = good._replace(kind="invalid_json", value=random.Random(1).randbytes(2_000_000))
     stats = run_producer(cfg, [good, huge], stats_interval_s=0)
     assert not stats.ok
     assert stats.delivered["tick"] == 1 and stats.failed["invalid_json"] == 1

@@ -7,9 +7,9 @@ from itertools import islice
 
 import pytest
 
+from market import codec
 from producer.simulator import DEFAULT_SYMBOLS, TickSimulator, universe
 from tests.producer.reference import classify
-from market import codec
 
 START_MS = 1_764_063_000_000  # 2025-11-25T09:30:00Z
 
