@@ -151,13 +151,14 @@ def run_producer(
     what was delivered, what failed and what was left unconfirmed. Without
     `producer`, one is created and the broker checked (`ProducerError`).
     """
-    if rate is not None and pacer is not None:
+    if rate and pacer is not None:
         raise ValueError("give either rate or pacer, not both")
     if rate:
         pacer = TokenBucket(rate)
     if producer is None:
         producer = create_producer(cfg)
-    stop = stop or threading.Event()
+    if stop is None:
+        stop = threading.Event()
     stats = ProduceStats(started=clock())
     topic = cfg.topic
     produce = producer.produce
