@@ -178,6 +178,10 @@ class KafkaFeed:
                 if offset < 0:
                     # Nothing newer than the history start: begin at the end.
                     offset = consumer.get_watermark_offsets(tp, timeout=METADATA_TIMEOUT_S)[1]
+            if offset >= 0:
+                # Where reading starts is the position until a record moves it: lag and
+                # a reconnect before the first record both count from here.
+                self._positions[key] = offset
             out.append(TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING))
         log.info("assigned %d partitions of %s and %s", len(out), self.trends_topic, self.alerts_topic)
         return out

@@ -106,6 +106,12 @@ def test_replay_live_pushes_and_restart(kafka_bootstrap: str, make_topic: Callab
     metrics = urllib.request.urlopen(first.url + "/metrics", timeout=5).read().decode()
     assert f'serving_messages_consumed_total{{topic="{trends}"}} 35.0' in metrics
 
+    def lags() -> list[str]:
+        text = urllib.request.urlopen(first.url + "/metrics", timeout=5).read().decode()
+        return [line for line in text.splitlines() if line.startswith("serving_consumer_lag{")]
+    wait_for(lambda: len(lags()) == 6 and all(line.endswith(" 0.0") for line in lags()), 10,
+             "consumer lag gauges at 0 on all 6 partitions")
+
     # Restart: a new process rebuilds the same state from Kafka alone.
     first.stop()
     second.stop()
