@@ -76,6 +76,7 @@ def bootstrap_servers() -> str:
     """Kafka bootstrap servers from KAFKA_BOOTSTRAP_SERVERS or the default."""
     return env_or(ENV_BOOTSTRAP_SERVERS, DEFAULT_BOOTSTRAP_SERVERS)
 
+
 # --- Serving WebSocket transport (issue 7) -----------------------------------
 # Protocol pings find dead peers; the send buffer is kept small so a slow
 # client overflows its bounded queue instead of hiding in kernel memory.
