@@ -1,0 +1,159 @@
+"""Helpers for end-to-end tests: unique topic sets, a real-time tick script, output collection."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from market import config
+from tests.reference import Batch
+
+
+@dataclass
+class TopicSet:
+    """Unique input/output topics with the partition counts of DESIGN.md §2."""
+
+    ticks: str
+    trends: str
+    alerts: str
+    dlq: str
+
+    @classmethod
+    def create(cls, bootstrap: str, suffix: str) -> "TopicSet":
+        names = cls(*(f"{spec.name}_{suffix}" for spec in config.TOPICS))
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        new = [NewTopic(f"{spec.name}_{suffix}", num_partitions=spec.partitions, replication_factor=1)
+               for spec in config.TOPICS]
+        for future in admin.create_topics(new).values():
+            future.result()
+        return names
+
+    def pipeline_args(self) -> list[str]:
+        return [f"--input_topic={self.ticks}", f"--output_topic={self.trends}",
+                f"--alerts_topic={self.alerts}", f"--dlq_topic={self.dlq}"]
+
+    def delete(self, bootstrap: str) -> None:
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.delete_topics([self.ticks, self.trends, self.alerts, self.dlq]).values():
+            try:
+                future.result()
+            except Exception:  # best effort: names are unique
+                pass
+
+
+class Collector:
+    """Reads the three output topics from the beginning in a background thread."""
+
+    def __init__(self, bootstrap: str, topics: TopicSet) -> None:
+        self.topics = topics
+        self.bars: list[dict] = []
+        self.alerts: list[dict] = []
+        self.dead_letters: list[tuple[bytes | None, dict]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-{topics.ticks}",
+                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        self._consumer.subscribe([topics.trends, topics.alerts, topics.dlq])
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            value = orjson.loads(msg.value())
+            with self._lock:
+                if msg.topic() == self.topics.trends:
+                    assert msg.key() == value["symbol"].encode()
+                    self.bars.append(value)
+                elif msg.topic() == self.topics.alerts:
+                    assert msg.key() == value["symbol"].encode()
+                    self.alerts.append(value)
+                else:
+                    self.dead_letters.append((msg.key(), value))
+
+    def snapshot(self) -> tuple[list, list, list]:
+        with self._lock:
+            return list(self.bars), list(self.alerts), list(self.dead_letters)
+
+    def wait_for(self, predicate, timeout_s: float, poll_s: float = 0.5) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(*self.snapshot()):
+                return True
+            time.sleep(poll_s)
+        return predicate(*self.snapshot())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close()
+
+
+def final_bars(bars: list[dict]) -> dict[tuple[str, int], dict]:
+    """The latest version (highest pane_index) of each (symbol, window_start)."""
+    latest: dict[tuple[str, int], dict] = {}
+    for bar in bars:
+        key = (bar["symbol"], bar["window_start"])
+        if key not in latest or bar["pane_index"] > latest[key]["pane_index"]:
+            latest[key] = bar
+    return latest
+
+
+@dataclass
+class TickScript:
+    """Publishes ticks in real time and records each record for the reference.
+
+    Every record is stamped (Kafka timestamp and tick timestamp) with event
+    time, and remembered as a one-record `Batch` whose watermark is the wall
+    clock minus `assumed_lag_ms`: the reference then judges lateness the way a
+    pipeline keeping up with the wall clock does.
+    """
+
+    producer: Producer
+    topic: str
+    assumed_lag_ms: int = 1000
+    batches: list[Batch] = field(default_factory=list)
+    seqs: dict[str, int] = field(default_factory=dict)
+
+    def send(self, key: str, value: bytes, timestamp_ms: int, partition: int | None = None,
+             now_ms: int | None = None) -> None:
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+        kwargs = {"partition": partition} if partition is not None else {}
+        self.producer.produce(self.topic, key=key.encode(), value=value, timestamp=timestamp_ms, **kwargs)
+        self.producer.poll(0)
+        self.batches.append(Batch(now_ms - self.assumed_lag_ms, [value], [key.encode()]))
+
+    def tick(self, symbol: str, price: float, volume: float, timestamp_ms: int | None = None,
+             partition: int | None = None) -> bytes:
+        now_ms = int(time.time() * 1000)
+        stamp = now_ms if timestamp_ms is None else timestamp_ms
+        self.seqs[symbol] = self.seqs.get(symbol, 0) + 1
+        value = orjson.dumps({"symbol": symbol, "price": round(price, 4), "volume": volume,
+                              "timestamp": stamp, "seq": self.seqs[symbol]})
+        self.send(symbol, value, stamp, partition, now_ms)
+        return value
+
+    def flush(self) -> None:
+        assert self.producer.flush(30) == 0
+
+
+class RandomWalk:
+    """Deterministic prices per symbol for a seed."""
+
+    def __init__(self, symbols: list[str], seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.prices = {s: 50.0 + 40 * i for i, s in enumerate(symbols)}
+
+    def next(self, symbol: str) -> float:
+        self.prices[symbol] *= 1 + self.rng.gauss(0, 0.0008)
+        return self.prices[symbol]
+
+    def volume(self) -> int:
+        return self.rng.randint(1, 500)
