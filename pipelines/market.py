@@ -8,6 +8,7 @@ runners/README.md). Streaming is implied.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import typing
@@ -78,9 +79,10 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
         # Dataflow's workers reach brokers this machine may not: no check there.
         preflight.check_kafka(options.view_as(MarketOptions))
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, options, expansion_service=expansion_service)
-    result = pipeline.run()
-    return result
+    # One expansion-service JVM for the four KafkaIO transforms, not one each.
+    with expansion_service if expansion_service is not None else contextlib.nullcontext():
+        build_pipeline(pipeline, options, expansion_service=expansion_service)
+    return pipeline.run()
 
 
 def main() -> int:

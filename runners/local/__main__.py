@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fetch: resolve jars from Maven; start/stop: the Kafka broker; "
                              "status: what runs; topics: create the topics of DESIGN.md §2; "
                              "up/down: the whole system (Kafka, producer, pipeline, serving)")
-    parser.add_argument("--rate", type=int, default=config.PRODUCER_RATE, help="up: producer ticks/s")
+    parser.add_argument("--rate", type=int, default=stack.DEMO_RATE, help="up: producer ticks/s")
     parser.add_argument("--port", type=int, default=config.SERVING_PORT, help="up: serving port")
     parser.add_argument("--force", action="store_true", help="fetch: resolve again even if cached")
     parser.add_argument("--reset", action="store_true", help="stop: also delete the broker's data")

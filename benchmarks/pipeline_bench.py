@@ -1,0 +1,179 @@
+"""How many ticks/s the market pipeline keeps up with on the embedded Flink runner, and how fast.
+
+    .venv/bin/python benchmarks/pipeline_bench.py --rates 1000,2000,5000,10000 --step_s 40
+
+Starts `python -m pipelines.market --runner=FlinkRunner` on fresh topics,
+publishes ticks at each rate in turn (20 symbols, event time = now), and
+reads the bar topic. A tick counts as processed when a bar version of its
+(symbol, window) covers it (`tick_count` reached its position, in
+publication order: one symbol lives on one partition). It prints per rate:
+
+* delivered ticks/s, processed ticks/s, and the backlog (published − processed)
+  at the start and end of the step: a backlog that grows means the pipeline
+  does not keep up;
+* p50/p95/p99 of the latency from a tick's event time to the first bar
+  version on `analyzed_market_trends` that includes it (EARLY panes every
+  --early_firing_s bound it from below).
+
+A benchmark, not a test: it prints numbers and asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.live import TopicSet  # noqa: E402
+from tests.e2e.pipeline_process import PipelineProcess  # noqa: E402
+
+SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
+
+
+class Published:
+    """Publication times per (symbol, window), in order."""
+
+    def __init__(self, window_ms: int) -> None:
+        self.window_ms = window_ms
+        self.times: dict[tuple[str, int], list[int]] = defaultdict(list)
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def add(self, symbol: str, stamp: int) -> None:
+        with self.lock:
+            self.times[(symbol, stamp // self.window_ms * self.window_ms)].append(stamp)
+            self.count += 1
+
+
+class Progress:
+    """Latest tick_count per (symbol, window) and per-tick latencies."""
+
+    def __init__(self, published: Published) -> None:
+        self.published = published
+        self.covered: dict[tuple[str, int], int] = defaultdict(int)
+        self.latencies: list[tuple[int, int]] = []   # (received_ms, latency_ms)
+        self.processed = 0
+        self.lock = threading.Lock()
+
+    def on_bar(self, bar: dict, received_ms: int) -> None:
+        key = (bar["symbol"], bar["window_start"])
+        with self.lock:
+            before = self.covered[key]
+            if bar["tick_count"] <= before:
+                return
+            stamps = self.published.times.get(key, [])[before:bar["tick_count"]]
+            self.latencies.extend((received_ms, received_ms - stamp) for stamp in stamps)
+            self.processed += bar["tick_count"] - before
+            self.covered[key] = bar["tick_count"]
+
+
+def consume(bootstrap: str, topic: str, progress: Progress, stop: threading.Event) -> None:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    try:
+        while not stop.is_set():
+            for msg in consumer.consume(500, 0.2):
+                if not msg.error():
+                    progress.on_bar(orjson.loads(msg.value()), int(time.time() * 1000))
+    finally:
+        consumer.close()
+
+
+def publish(producer: Producer, topic: str, published: Published, rate: int, seconds: float) -> None:
+    """Publish at `rate` ticks/s in 10 ms slices (no per-tick sleep)."""
+    start = time.monotonic()
+    sent, seq = 0, defaultdict(int)
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * rate)
+        while sent < due:
+            symbol = SYMBOLS[sent % len(SYMBOLS)]
+            stamp = int(time.time() * 1000)
+            seq[symbol] += 1
+            value = orjson.dumps({"symbol": symbol, "price": 100.0 + (sent % 50) * 0.01,
+                                  "volume": 1 + sent % 9, "timestamp": stamp, "seq": seq[symbol]})
+            try:
+                producer.produce(topic, key=symbol.encode(), value=value, timestamp=stamp)
+            except BufferError:
+                producer.poll(0.05)
+                continue
+            published.add(symbol, stamp)
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.01)
+    producer.flush(30)
+
+
+def percentile(values: list[int], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap_servers", default="localhost:9092")
+    parser.add_argument("--rates", default="1000,2000,5000,10000")
+    parser.add_argument("--step_s", type=float, default=40)
+    parser.add_argument("--window_size_s", type=int, default=60)
+    parser.add_argument("--early_firing_s", type=int, default=1)
+    parser.add_argument("--parallelism", type=int, default=2)
+    args = parser.parse_args()
+
+    topics = TopicSet.create(args.bootstrap_servers, "bench" + uuid.uuid4().hex[:6])
+    published = Published(args.window_size_s * 1000)
+    progress = Progress(published)
+    stop = threading.Event()
+    reader = threading.Thread(target=consume, args=(args.bootstrap_servers, topics.trends, progress, stop))
+    reader.start()
+    producer = Producer({"bootstrap.servers": args.bootstrap_servers, "linger.ms": 20,
+                         "compression.type": "lz4", "batch.num.messages": 10000,
+                         "queue.buffering.max.messages": 1_000_000})
+    pipeline = PipelineProcess([f"--bootstrap_servers={args.bootstrap_servers}", *topics.pipeline_args(),
+                                f"--window_size_s={args.window_size_s}",
+                                f"--early_firing_s={args.early_firing_s}",
+                                f"--parallelism={args.parallelism}", "--no_resume",
+                                f"--consumer_group=bench-{topics.ticks}",
+                                f"--state_backend_storage_path=file:///tmp/{topics.ticks}-checkpoints"],
+                               Path(f"/tmp/{topics.ticks}-pipeline.log"))
+    try:
+        pipeline.start()
+        t0 = time.monotonic()
+        while progress.processed == 0:   # warm up: wait for the first bar
+            pipeline.assert_running()
+            publish(producer, topics.ticks, published, 200, 1)
+        print(f"pipeline live after {time.monotonic() - t0:.0f}s", flush=True)
+        print(f"{'rate':>7} {'published/s':>12} {'processed/s':>12} {'backlog start':>14} "
+              f"{'backlog end':>12} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}", flush=True)
+        for rate in (int(r) for r in args.rates.split(",")):
+            start_ms = int(time.time() * 1000)
+            backlog_start = published.count - progress.processed
+            processed_start, published_start = progress.processed, published.count
+            t_start = time.monotonic()
+            publish(producer, topics.ticks, published, rate, args.step_s)
+            elapsed = time.monotonic() - t_start
+            backlog_end = published.count - progress.processed
+            with progress.lock:
+                lat = [l for received, l in progress.latencies if received >= start_ms]
+            print(f"{rate:>7} {(published.count - published_start) / elapsed:>12.0f} "
+                  f"{(progress.processed - processed_start) / elapsed:>12.0f} {backlog_start:>14} "
+                  f"{backlog_end:>12} {percentile(lat, 50):>8.0f} {percentile(lat, 95):>8.0f} "
+                  f"{percentile(lat, 99):>8.0f}", flush=True)
+    finally:
+        pipeline.stop()
+        stop.set()
+        reader.join(10)
+        topics.delete(args.bootstrap_servers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
