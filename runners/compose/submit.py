@@ -1,0 +1,155 @@
+"""Submit the market pipeline to the Flink cluster of docker-compose.yml.
+
+    python -m runners.compose --runner=FlinkRunner --flink_master=flink-jobmanager:8081 \\
+        --job_endpoint=beam-job-server:8099 --artifact_endpoint=beam-job-server:8098 \\
+        --environment_type=EXTERNAL --environment_config=localhost:50000 \\
+        --kafka_expansion_service=kafka-expansion:8097 --job_name=market
+
+Why this and not `python -m pipelines.market`: `runners/select.py` takes the
+Beam job server and the KafkaIO expansion service from the local launcher
+jars (`python -m runners.local fetch`, which needs Java and Maven). The
+project image has neither; in the compose stack both run as containers of
+the pinned `apache/beam_flink1.19_job_server:2.62.0` image instead:
+
+* `--job_endpoint`: the long-running job server container (Beam's
+  PortableRunner then starts no job server of its own). `--artifact_endpoint`
+  names its artifact port, because the job server, bound to 0.0.0.0,
+  would advertise that address.
+* `--kafka_expansion_service=host:port` (this module's flag): Beam's
+  `ExpansionService` from the same image's class path, started with
+  `--defaultEnvironmentType=EMBEDDED --experiments=use_deprecated_read`
+  (the arguments of `runners/local/beam.py`), so Java KafkaIO runs inside the
+  TaskManager JVM: the stock Flink image has no Docker to run Beam's default
+  Java SDK container.
+
+The pipeline graph (`pipelines.market.build_pipeline`), its options and the
+broker check (`pipelines.preflight`) are the project's own code, unchanged.
+Added unless given: `--setup_file` (the Python workers install the project
+from it), checkpoints every 10 s under `/opt/flink/checkpoints/<job_name>`
+(a volume shared by JobManager, TaskManager and this container), and with
+`--job_name` a resume from that name's newest completed checkpoint
+(`--no_resume` starts afresh from the consumer group's committed offsets).
+
+A job of the same `--job_name` already running on the cluster is not
+submitted twice: the submitter then exits 0, so `docker compose up` can be
+repeated. Otherwise it stays attached to the job and exits non-zero if the
+job fails, so the container's restart policy resubmits it (resuming from the
+newest checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CHECKPOINT_ROOT = Path("/opt/flink/checkpoints")
+CHECKPOINT_INTERVAL_MS = 10_000
+DEFAULT_EXPANSION_SERVICE = "kafka-expansion:8097"
+ACTIVE_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING")
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            return argv[index + 1]
+    return None
+
+
+def _has_flag(argv: list[str], name: str) -> bool:
+    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
+
+
+def split_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """(this module's flags, the pipeline's arguments without them)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--kafka_expansion_service", default=DEFAULT_EXPANSION_SERVICE,
+                        help="host:port of the KafkaIO expansion service container")
+    parser.add_argument("--no_resume", action="store_true")
+    return parser.parse_known_args(argv)
+
+
+def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
+    """`argv` plus the worker packaging and checkpointing a compose run needs, unless given."""
+    from runners.local.flink import latest_checkpoint
+
+    args = list(argv)
+    if not _has_flag(args, "setup_file"):
+        args.append(f"--setup_file={PROJECT_ROOT / 'setup.py'}")
+    job_name = _flag_value(args, "job_name")
+    given = _flag_value(args, "state_backend_storage_path")
+    storage = Path(given.removeprefix("file://")) if given else CHECKPOINT_ROOT / (job_name or "unnamed")
+    if not _has_flag(args, "checkpointing_interval"):
+        args += [f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}", "--state_backend=filesystem",
+                 "--externalized_checkpoints_enabled", "--retain_externalized_checkpoints_on_cancellation"]
+        if not given:
+            args.append(f"--state_backend_storage_path=file://{storage}")
+    if resume and job_name and not _has_flag(args, "savepoint_path") and storage.is_dir():
+        checkpoint = latest_checkpoint(storage)
+        if checkpoint is not None:
+            log.info("resuming %s from checkpoint %s", job_name, checkpoint)
+            args += [f"--savepoint_path=file://{checkpoint}", "--allow_non_restored_state"]
+    return args
+
+
+def active_job(flink_master: str, job_name: str, timeout_s: float = 10.0) -> dict | None:
+    """The cluster's unfinished job called `job_name` (Flink REST `/jobs/overview`), or None."""
+    url = flink_master if flink_master.startswith(("http://", "https://")) else f"http://{flink_master}"
+    with urllib.request.urlopen(f"{url.rstrip('/')}/jobs/overview", timeout=timeout_s) as resp:
+        jobs = json.load(resp)["jobs"]
+    return next((job for job in jobs if job["name"] == job_name and job["state"] in ACTIVE_STATES), None)
+
+
+def run(argv: list[str] | None = None):
+    """Submit the pipeline unless a job of its name runs; the PipelineResult, or None if not submitted."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from pipelines import market, preflight
+    from pipelines.options import MarketOptions
+
+    flags, argv = split_flags(list(sys.argv[1:] if argv is None else argv))
+    job_name = _flag_value(argv, "job_name")
+    flink_master = _flag_value(argv, "flink_master")
+    if job_name and flink_master:
+        running = active_job(flink_master, job_name)
+        if running is not None:
+            log.info("job %s (%s) is already %s on %s: not submitting it again",
+                     job_name, running["jid"], running["state"], flink_master)
+            return None
+    options = PipelineOptions(pipeline_args(argv, resume=not flags.no_resume))
+    options.view_as(StandardOptions).streaming = True
+    preflight.check_kafka(options.view_as(MarketOptions))
+    pipeline = beam.Pipeline(options=options)
+    market.build_pipeline(pipeline, options, expansion_service=flags.kafka_expansion_service)
+    return pipeline.run()
+
+
+def main() -> int:
+    from pipelines import preflight
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        result = run()
+    except preflight.PreflightError as exc:
+        log.error("%s", exc)
+        return 2
+    except (urllib.error.URLError, OSError) as exc:
+        log.error("the Flink JobManager's REST API did not answer: %s", exc)
+        return 3
+    if result is None:
+        return 0
+    result.wait_until_finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
