@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 import typing
 
@@ -87,12 +88,22 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM (make stop, a supervisor) must stop the job and the job server
+    # JVM too: exit through Python so atexit handlers and `finally` run.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         result = run()
     except preflight.PreflightError as exc:
         log.error("%s", exc)
         return 2
-    result.wait_until_finish()
+    try:
+        result.wait_until_finish()
+    finally:
+        if not result.state or not beam.runners.runner.PipelineState.is_terminal(result.state):
+            try:
+                result.cancel()
+            except Exception as exc:  # the job server may already be gone
+                log.warning("could not cancel the job: %s", exc)
     return 0
 
 
