@@ -147,7 +147,11 @@ def main() -> int:
         return 3
     if result is None:
         return 0
-    result.wait_until_finish()
+    try:
+        result.wait_until_finish()
+    except RuntimeError as exc:  # the job ended FAILED or CANCELLED: let the restart policy resubmit
+        log.error("%s", exc)
+        return 1
     return 0
 
 
