@@ -20,7 +20,6 @@ A benchmark, not a test: it prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
-import bisect
 import statistics
 import sys
 import threading

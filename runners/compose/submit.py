@@ -38,6 +38,8 @@ newest checkpoint).
 """
 from __future__ import annotations
 
+from runners.args import flag_value, has_flag
+
 import argparse
 import json
 import logging
@@ -55,17 +57,8 @@ DEFAULT_EXPANSION_SERVICE = "kafka-expansion:8097"
 ACTIVE_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING")
 
 
-def _flag_value(argv: list[str], name: str) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
-            return argv[index + 1]
-    return None
 
 
-def _has_flag(argv: list[str], name: str) -> bool:
-    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
 
 
 def split_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -82,17 +75,17 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     from runners.local.flink import latest_checkpoint
 
     args = list(argv)
-    if not _has_flag(args, "setup_file"):
+    if not has_flag(args, "setup_file"):
         args.append(f"--setup_file={PROJECT_ROOT / 'setup.py'}")
-    job_name = _flag_value(args, "job_name")
-    given = _flag_value(args, "state_backend_storage_path")
+    job_name = flag_value(args, "job_name")
+    given = flag_value(args, "state_backend_storage_path")
     storage = Path(given.removeprefix("file://")) if given else CHECKPOINT_ROOT / (job_name or "unnamed")
-    if not _has_flag(args, "checkpointing_interval"):
+    if not has_flag(args, "checkpointing_interval"):
         args += [f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}", "--state_backend=filesystem",
                  "--externalized_checkpoints_enabled", "--retain_externalized_checkpoints_on_cancellation"]
         if not given:
             args.append(f"--state_backend_storage_path=file://{storage}")
-    if resume and job_name and not _has_flag(args, "savepoint_path") and storage.is_dir():
+    if resume and job_name and not has_flag(args, "savepoint_path") and storage.is_dir():
         checkpoint = latest_checkpoint(storage)
         if checkpoint is not None:
             log.info("resuming %s from checkpoint %s", job_name, checkpoint)
@@ -117,8 +110,8 @@ def run(argv: list[str] | None = None):
     from pipelines.options import MarketOptions
 
     flags, argv = split_flags(list(sys.argv[1:] if argv is None else argv))
-    job_name = _flag_value(argv, "job_name")
-    flink_master = _flag_value(argv, "flink_master")
+    job_name = flag_value(argv, "job_name")
+    flink_master = flag_value(argv, "flink_master")
     if job_name and flink_master:
         running = active_job(flink_master, job_name)
         if running is not None:

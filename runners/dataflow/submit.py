@@ -13,20 +13,19 @@ from __future__ import annotations
 
 from apache_beam.transforms.external import JavaJarExpansionService
 
+from runners.args import has_flag
 from runners.local import fetch, paths
 
 
-def _has_flag(argv: list[str], name: str) -> bool:
-    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
 
 
 def pipeline_args(argv: list[str]) -> list[str]:
     """`argv` plus the worker packaging Dataflow needs, unless given."""
     args = list(argv)
-    if not _has_flag(args, "setup_file"):
+    if not has_flag(args, "setup_file"):
         # Workers install the project (transforms, market) from setup.py.
         args.append(f"--setup_file={paths.PROJECT_ROOT / 'setup.py'}")
-    if not _has_flag(args, "streaming"):
+    if not has_flag(args, "streaming"):
         args.append("--streaming")
     return args
 

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from runners.args import flag_value, has_flag
 from runners.flink_cluster import conf, distribution
 from runners.local import fetch as local_fetch
 from runners.local import paths, prereqs, process
@@ -252,17 +253,8 @@ def checkpoint_root(job_name: str | None) -> Path:
     return conf.checkpoints_dir() / (job_name or "unnamed")
 
 
-def _flag_value(argv: list[str], name: str) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
-            return argv[index + 1]
-    return None
 
 
-def _has_flag(argv: list[str], name: str) -> bool:
-    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
 
 
 def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
@@ -276,15 +268,15 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
       resumes from that name's newest completed checkpoint.
     """
     args = list(argv)
-    if not _has_flag(args, "flink_job_server_jar"):
+    if not has_flag(args, "flink_job_server_jar"):
         jar = local_fetch.job_server_jar()
         if not jar.exists():
             raise RuntimeError(f"{jar} is missing: run `python -m runners.local fetch`")
         args.append(f"--flink_job_server_jar={jar}")
-    if not _has_flag(args, "environment_type"):
+    if not has_flag(args, "environment_type"):
         args += ["--environment_type=EXTERNAL", f"--environment_config={conf.HOST}:{WORKER_POOL_PORT}"]
-    job_name = _flag_value(args, "job_name")
-    if not _has_flag(args, "checkpointing_interval"):
+    job_name = flag_value(args, "job_name")
+    if not has_flag(args, "checkpointing_interval"):
         storage = checkpoint_root(job_name)
         storage.mkdir(parents=True, exist_ok=True)
         args += [f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}",
@@ -292,7 +284,7 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
                  f"--state_backend_storage_path=file://{storage}",
                  "--externalized_checkpoints_enabled",
                  "--retain_externalized_checkpoints_on_cancellation"]
-    if resume and job_name and not _has_flag(args, "savepoint_path"):
+    if resume and job_name and not has_flag(args, "savepoint_path"):
         from runners.local import flink as local_flink  # imports Beam: only when submitting
         checkpoint = local_flink.latest_checkpoint(checkpoint_root(job_name))
         if checkpoint is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from runners.args import flag_value, has_flag
 from runners.local import beam as local_beam
 from runners.local import paths
 
@@ -33,17 +34,8 @@ def latest_checkpoint(root: Path | None = None) -> Path | None:
     return max(done, key=lambda chk: chk.stat().st_mtime)
 
 
-def _has_flag(argv: list[str], name: str) -> bool:
-    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
 
 
-def _flag_value(argv: list[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
 
 
 def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
@@ -53,21 +45,21 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     and where a new start looks for the newest one.
     """
     args = list(argv)
-    if not _has_flag(args, "flink_job_server_jar"):
+    if not has_flag(args, "flink_job_server_jar"):
         args += local_beam.flink_job_server_args()
-    given = _flag_value(args, "state_backend_storage_path")
+    given = flag_value(args, "state_backend_storage_path")
     storage = Path(given.removeprefix("file://")) if given else checkpoint_dir()
     storage.mkdir(parents=True, exist_ok=True)
     if not given:
         args.append(f"--state_backend_storage_path=file://{storage}")
-    if not _has_flag(args, "checkpointing_interval"):
+    if not has_flag(args, "checkpointing_interval"):
         args.append(f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}")
-    if not _has_flag(args, "state_backend"):
+    if not has_flag(args, "state_backend"):
         args.append("--state_backend=filesystem")
     for flag in ("externalized_checkpoints_enabled", "retain_externalized_checkpoints_on_cancellation"):
-        if not _has_flag(args, flag):
+        if not has_flag(args, flag):
             args.append(f"--{flag}")
-    if resume and not _has_flag(args, "savepoint_path"):
+    if resume and not has_flag(args, "savepoint_path"):
         checkpoint = latest_checkpoint(storage)
         if checkpoint is not None:
             log.info("resuming from checkpoint %s", checkpoint)

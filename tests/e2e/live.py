@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from market import config
