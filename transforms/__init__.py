@@ -26,14 +26,16 @@ mergeable (exact sums, min/max, order keys). open/close order ticks by
 (event time, seq, price): arrival order is not observable in a combiner, so
 the price is the documented, deterministic last tie-break. Across windows,
 DetectAnomalies buffers ON_TIME bars and processes them on an event-time
-timer in window order, whatever order they reach it in.
+timer in window order, whatever order they reach it in. Timers are set on
+whole milliseconds: the Fn API carries timer timestamps in milliseconds, so a
+portable runner (Flink) fires a timer set at end - 1 µs at end - 1 ms.
 
 State, per symbol. Screening: 3 ints plus one seq range per gap in the seqs
 of open windows (one range for a gap-free feed); the clock stops
 `CLOCK_IDLE_WINDOWS` windows after the last tick. Windows: one combiner
 accumulator (~10 numbers) per open window, kept until window end + allowed
-lateness + grace. Analytics: at most HISTORY_WINDOWS + 3 + ceil(lateness /
-window) history entries of 4 numbers, the ON_TIME bars awaiting their
+lateness + grace. Analytics: at most HISTORY_WINDOWS + 3 + GRACE_WINDOWS +
+ceil(lateness / window) history entries of 4 numbers, the ON_TIME bars awaiting their
 timer, and the alert keys of windows still within their lateness.
 """
 from transforms.analytics import MarketAnalytics, MarketOutputs

@@ -144,12 +144,31 @@ def _with_pending(history: list, pending: list, before: int) -> list:
     return entries
 
 
+def _flush_ms(window_end_ms: int) -> int:
+    """When the ON_TIME bar of the window ending at `window_end_ms` is processed.
+
+    The last millisecond of the window. Not its last microsecond (end - 1 µs,
+    the bar's own timestamp): the Fn API carries timer timestamps in whole
+    milliseconds, so on a portable runner (Flink) a timer set at end - 1 µs
+    fires with timestamp end - 1 ms, and a comparison in microseconds would
+    never find the bar ready. A whole-millisecond timer is the same on every
+    runner. Firing 1 ms early is safe: every earlier window's ON_TIME bar has a
+    timestamp at or before this window's start, so it has arrived already.
+    """
+    return window_end_ms - 1
+
+
+def _flush_time(window_end_ms: int) -> Timestamp:
+    return Timestamp(micros=_flush_ms(window_end_ms) * 1000)
+
+
 class AnalyzeBarsFn(beam.DoFn):
     """Keyed by symbol: fills the cross-window fields and emits alerts once.
 
     * ON_TIME bars are buffered (`PENDING`) and processed by an event-time
-      timer in window order, so the history is built in event-time order
-      even when bars reach this step out of order.
+      timer (`FLUSH`, at the last millisecond of the oldest buffered window)
+      in window order, so the history is built in event-time order even when
+      bars reach this step out of order.
     * EARLY and LATE bars are processed at once, against the history of the
       windows before theirs (with the buffered ON_TIME bars), "as if the
       window closed now". They do not change the history: it holds the ON_TIME
@@ -173,8 +192,12 @@ class AnalyzeBarsFn(beam.DoFn):
         self.lateness_ms = int(allowed_lateness_s * 1000)
         self.thresholds = thresholds
         # Enough entries for the 20-return z-score of a window that is still
-        # taking LATE panes while the windows after it are already in.
-        self.history_limit = (config.HISTORY_WINDOWS + 2
+        # taking LATE panes while the windows after it are already in. A
+        # window fires LATE panes until the window step's garbage collection
+        # (lateness + GRACE_WINDOWS): on Flink (Java ReduceFnRunner) every
+        # window fires one last, repeated LATE pane then, which must get the
+        # same history as its ON_TIME pane, not a truncated one.
+        self.history_limit = (config.HISTORY_WINDOWS + 2 + GRACE_WINDOWS
                               + math.ceil(self.lateness_ms / self.size_ms) + 1)
         # Alert keys are kept as long as their window may fire panes.
         self.alert_horizon_ms = self.lateness_ms + (GRACE_WINDOWS + 1) * self.size_ms
@@ -188,8 +211,7 @@ class AnalyzeBarsFn(beam.DoFn):
         _, bar = element
         if bar["pane"] == schema.PANE_ON_TIME:
             pending_state.add(bar)
-            first_end = min(b["window_end"] for b in pending_state.read())
-            flush.set(Timestamp(micros=first_end * 1000 - 1))
+            flush.set(_flush_time(min(b["window_end"] for b in pending_state.read())))
             return
         history = _with_pending(history_state.read() or [], list(pending_state.read()),
                                 bar["window_start"])
@@ -203,9 +225,10 @@ class AnalyzeBarsFn(beam.DoFn):
                       alerted_state=beam.DoFn.StateParam(ALERTED),
                       flush=beam.DoFn.TimerParam(FLUSH)):
         pending = list(pending_state.read())
-        ready = sorted((b for b in pending if b["window_end"] * 1000 - 1 <= fired_at.micros),
+        fired_ms = fired_at.micros // 1000
+        ready = sorted((b for b in pending if _flush_ms(b["window_end"]) <= fired_ms),
                        key=lambda b: b["window_start"])
-        waiting = [b for b in pending if b["window_end"] * 1000 - 1 > fired_at.micros]
+        waiting = [b for b in pending if _flush_ms(b["window_end"]) > fired_ms]
         history = history_state.read() or []
         for bar in ready:
             start = bar["window_start"]
@@ -221,11 +244,10 @@ class AnalyzeBarsFn(beam.DoFn):
         for bar in waiting:
             pending_state.add(bar)
         if waiting:
-            first_end = min(b["window_end"] for b in waiting)
-            flush.set(Timestamp(micros=first_end * 1000 - 1))
+            flush.set(_flush_time(min(b["window_end"] for b in waiting)))
         alerted = alerted_state.read()
         if alerted:
-            horizon = fired_at.micros // 1000 - self.alert_horizon_ms
+            horizon = fired_ms - self.alert_horizon_ms
             kept = [key for key in alerted if key[0] >= horizon]
             if len(kept) != len(alerted):
                 alerted_state.write(kept)

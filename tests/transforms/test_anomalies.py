@@ -119,3 +119,56 @@ def test_symbols_have_separate_histories():
     returns = {(b["symbol"], b["window_start"]): b["log_return"] for b in out["bars"]}
     assert returns == {("AAA", T0): None, ("BBB", T0): None,
                        ("AAA", T0 + MINUTE): math.log(1.1), ("BBB", T0 + MINUTE): math.log(0.9)}
+
+
+class _Value:
+    """A stand-in for ReadModifyWriteState and BagState (direct DoFn calls)."""
+
+    def __init__(self) -> None:
+        self.value = None
+        self.bag: list = []
+
+    def read(self):
+        return self.value if self.value is not None else self.bag
+
+    def write(self, value) -> None:
+        self.value = value
+
+    def add(self, value) -> None:
+        self.bag.append(value)
+
+    def clear(self) -> None:
+        self.value, self.bag = None, []
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.at = None
+
+    def set(self, timestamp) -> None:
+        self.at = timestamp
+
+
+def test_flush_timer_survives_the_fn_api_millisecond_timestamps():
+    # A portable runner (Flink) carries timer timestamps in whole milliseconds:
+    # the timer must be set on a millisecond and still find its bar when it
+    # fires with the timestamp the Fn API's coder hands back.
+    from apache_beam.coders.coders import TimestampCoder
+    from transforms.anomalies import AnalyzeBarsFn, Thresholds
+
+    fn = AnalyzeBarsFn(60, 30, Thresholds())
+    history, pending, alerted, timer = _Value(), _Value(), _Value(), _Timer()
+    for minute in (1, 0):
+        on_time = bar(minute, CLOSES[minute], VOLUMES[minute]).value
+        assert list(fn.process(("AAPL", on_time), history, pending, alerted, timer)) == []
+    assert timer.at.micros % 1000 == 0 and timer.at.micros // 1000 < T0 + MINUTE
+    coder = TimestampCoder()
+    fired = coder.decode(coder.encode(timer.at))
+    out = list(fn.flush_on_time(fired, history, pending, alerted, timer))
+    assert [(b["window_start"], b["log_return"]) for b in out] == [(T0, None)]
+    assert [b["window_start"] for b in pending.read()] == [T0 + MINUTE]
+    fired = coder.decode(coder.encode(timer.at))
+    out = list(fn.flush_on_time(fired, history, pending, alerted, timer))
+    assert [(b["window_start"], b["log_return"]) for b in out] == [
+        (T0 + MINUTE, math.log(CLOSES[1] / CLOSES[0]))]
+    assert list(pending.read()) == []
