@@ -38,6 +38,26 @@ def latest_checkpoint(root: Path | None = None) -> Path | None:
 
 
 
+def resume_args(checkpoint: Path, storage: Path, argv: list[str]) -> list[str]:
+    """Arguments that make an embedded Flink restore `checkpoint`.
+
+    Beam's Flink runner applies `--savepoint_path` only when it submits to a
+    remote cluster (FlinkExecutionEnvironments), so for the embedded cluster
+    the restore goes through Flink's own configuration: a conf dir whose
+    flink-conf.yaml sets `execution.savepoint.path`, given as --flink_conf_dir.
+    """
+    if has_flag(argv, "flink_conf_dir"):
+        raise ValueError("--flink_conf_dir is set: add execution.savepoint.path to it yourself, "
+                         "or pass --no_resume")
+    conf_dir = storage / ".resume-conf"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    (conf_dir / "flink-conf.yaml").write_text(
+        f"execution.savepoint.path: file://{checkpoint}\n"
+        # State of operators the new job no longer has is skipped, not fatal.
+        "execution.savepoint.ignore-unclaimed-state: true\n")
+    return [f"--flink_conf_dir={conf_dir}"]
+
+
 def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     """`argv` plus the local defaults it does not set itself.
 
@@ -63,5 +83,5 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
         checkpoint = latest_checkpoint(storage)
         if checkpoint is not None:
             log.info("resuming from checkpoint %s", checkpoint)
-            args += [f"--savepoint_path=file://{checkpoint}", "--allow_non_restored_state"]
+            args += resume_args(checkpoint, storage, args)
     return args
