@@ -11,11 +11,29 @@ import typing
 
 import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
+from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
 from market import codec
 from transforms import SourceRecord
 
 KafkaKV = typing.Tuple[bytes, bytes]
+
+# runners/local/java/.../EventTimeKafkaRead.java: KafkaIO's read with metadata,
+# with a CreateTime watermark that a partition without records does not hold.
+EVENT_TIME_READ_URN = "beam:transform:market-data:kafka_read_event_time:v1"
+BYTE_ARRAY_DESERIALIZER = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
+
+EventTimeReadSchema = typing.NamedTuple(
+    "EventTimeReadSchema",
+    [("consumer_config", typing.Mapping[str, str]),
+     ("topics", typing.List[str]),
+     ("key_deserializer", str),
+     ("value_deserializer", str),
+     ("max_num_records", typing.Optional[int]),
+     ("commit_offset_in_finalize", bool),
+     ("timestamp_policy", str),
+     ("consumer_polling_timeout", typing.Optional[int]),
+     ("max_delay_ms", int)])
 
 
 def to_source_record(row) -> SourceRecord:
@@ -27,17 +45,22 @@ def to_source_record(row) -> SourceRecord:
 class ReadTicksFromKafka(beam.PTransform):
     """Raw tick records from Kafka, timestamped with the record's CreateTime.
 
-    The producer sets each record's timestamp to the tick's event time, so the
-    CreateTime policy gives elements their event time and a watermark per
-    partition; when a partition has no backlog KafkaIO advances its watermark
-    with processing time, so an idle partition does not hold windows open
+    The producer sets each record's timestamp to the tick's event time, so
+    elements get their event time and each partition a watermark: the
+    largest timestamp read minus `watermark_delay_ms`, or, once the reader
+    has caught up with the partition, the wall clock minus that delay. With
+    `event_time_read` (the default) this holds for a partition that has not
+    delivered any record yet too, through the project's own KafkaIO read
+    (runners/local/java); Beam's stock CreateTime policy (`event_time_read=
+    False`, no delay) lets such a partition hold every window open
     (apache/beam#20908). Offsets are committed to `consumer_group` when a
     checkpoint is finalized, so a start without a checkpoint resumes there.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, consumer_group: str,
                  start_offset: str = "earliest", expansion_service=None,
-                 max_num_records: int | None = None) -> None:
+                 max_num_records: int | None = None, watermark_delay_ms: int = 1000,
+                 event_time_read: bool = True) -> None:
         super().__init__()
         self._consumer_config = {
             "bootstrap.servers": bootstrap_servers,
@@ -49,17 +72,28 @@ class ReadTicksFromKafka(beam.PTransform):
         self._topic = topic
         self._expansion_service = expansion_service
         self._max_num_records = max_num_records
+        self._watermark_delay_ms = int(watermark_delay_ms)
+        self._event_time_read = event_time_read
+
+    def _read(self) -> beam.PTransform:
+        if not self._event_time_read:
+            return ReadFromKafka(
+                consumer_config=self._consumer_config, topics=[self._topic], with_metadata=True,
+                timestamp_policy=ReadFromKafka.create_time_policy, commit_offset_in_finalize=True,
+                max_num_records=self._max_num_records, expansion_service=self._expansion_service)
+        return ExternalTransform(
+            EVENT_TIME_READ_URN,
+            NamedTupleBasedPayloadBuilder(EventTimeReadSchema(
+                consumer_config=self._consumer_config, topics=[self._topic],
+                key_deserializer=BYTE_ARRAY_DESERIALIZER, value_deserializer=BYTE_ARRAY_DESERIALIZER,
+                max_num_records=self._max_num_records, commit_offset_in_finalize=True,
+                timestamp_policy=ReadFromKafka.create_time_policy, consumer_polling_timeout=2,
+                max_delay_ms=self._watermark_delay_ms)),
+            self._expansion_service)
 
     def expand(self, pbegin):
         return (pbegin
-                | "ReadFromKafka" >> ReadFromKafka(
-                    consumer_config=self._consumer_config,
-                    topics=[self._topic],
-                    with_metadata=True,
-                    timestamp_policy=ReadFromKafka.create_time_policy,
-                    commit_offset_in_finalize=True,
-                    max_num_records=self._max_num_records,
-                    expansion_service=self._expansion_service)
+                | "ReadFromKafka" >> self._read()
                 | "ToSourceRecord" >> beam.Map(to_source_record).with_output_types(SourceRecord))
 
 

@@ -47,7 +47,9 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: be
     if source is None:
         source = kafka_io.ReadTicksFromKafka(
             market.bootstrap_servers, market.input_topic, market.consumer_group,
-            market.start_offset, expansion_service=expansion_service)
+            market.start_offset, expansion_service=expansion_service,
+            watermark_delay_ms=market.watermark_delay_ms,
+            event_time_read=market.kafka_read == "event_time")
     if sinks is None:
         sinks = {name: kafka_io.WriteToTopic(market.bootstrap_servers, topic, expansion_service)
                  for name, topic in (("bars", market.output_topic), ("alerts", market.alerts_topic),

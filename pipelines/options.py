@@ -22,6 +22,14 @@ class MarketOptions(PipelineOptions):
                                  "checkpoint completes (a start without a checkpoint resumes there)")
         parser.add_argument("--start_offset", choices=["earliest", "latest"], default="earliest",
                             help="where to start when the group has no committed offset")
+        parser.add_argument("--watermark_delay_ms", type=int, default=1000,
+                            help="how far the input watermark stays behind the newest record "
+                                 "timestamp (or the clock, when a partition is idle): ticks in "
+                                 "flight for less than this still make their window's ON_TIME bar")
+        parser.add_argument("--kafka_read", choices=["event_time", "beam"], default="event_time",
+                            help="event_time: the project's KafkaIO read whose idle partitions "
+                                 "never hold the watermark (needs its jar in the expansion "
+                                 "service); beam: Beam's stock ReadFromKafka with CreateTime")
         parser.add_argument("--window_size_s", type=int, default=config.WINDOW_SIZE_S,
                             help="bar length in seconds, windows aligned to the epoch")
         parser.add_argument("--allowed_lateness_s", type=int, default=config.ALLOWED_LATENESS_S,

@@ -8,8 +8,11 @@ FlinkRunner (`--flink_job_server_jar`) and `JavaJarExpansionService` expect.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 import subprocess
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -44,6 +47,42 @@ def resolve(descriptor: str, force: bool = False) -> Path:
         raise RuntimeError(f"Maven could not resolve {pom}:\n{result.stdout[-4000:]}{result.stderr[-2000:]}")
     marker.write_text(pom.read_text())
     return lib
+
+
+JAVA_SOURCES = Path(__file__).resolve().parent / "java"
+EVENT_TIME_READ_JAR = "market-kafka-event-time-read.jar"
+
+
+def build_event_time_read(lib: Path) -> Path:
+    """Compile runners/local/java (the idle-aware KafkaIO read) into `lib`, if it changed.
+
+    javac from the JDK, against the resolved class path: no Maven plugins needed.
+    """
+    sources = sorted(JAVA_SOURCES.rglob("*.java"))
+    services = sorted(JAVA_SOURCES.glob("META-INF/services/*"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources + services)).hexdigest()
+    jar = lib / EVENT_TIME_READ_JAR
+    stamp = lib.parent / ".event-time-read.sha256"
+    if jar.exists() and stamp.exists() and stamp.read_text() == digest:
+        return jar
+    javac = shutil.which("javac")
+    if javac is None:
+        raise prereqs.MissingPrerequisite("javac is required (a JDK, not only a JRE): "
+                                          "apt-get install openjdk-17-jdk-headless")
+    with tempfile.TemporaryDirectory() as classes:
+        jar.unlink(missing_ok=True)   # not on the class path it compiles against
+        result = subprocess.run([javac, "-nowarn", "--release", "11", "-d", classes,
+                                 "-cp", str(lib / "*"), *map(str, sources)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"javac failed:\n{result.stdout}{result.stderr}")
+        with zipfile.ZipFile(jar, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(Path(classes).rglob("*.class")):
+                zf.write(path, path.relative_to(classes).as_posix())
+            for path in services:
+                zf.write(path, path.relative_to(JAVA_SOURCES).as_posix())
+    stamp.write_text(digest)
+    return jar
 
 
 def _manifest(main_class: str, class_path: list[str]) -> bytes:
@@ -88,6 +127,7 @@ def fetch_all(force: bool = False) -> dict[str, Path]:
     """Resolve every descriptor and build the launchers; idempotent and quick when warm."""
     prereqs.require_java()
     beam_lib = resolve(BEAM_CLASSPATH, force)
+    build_event_time_read(beam_lib)
     kafka = resolve(KAFKA_CLASSPATH, force)
     return {
         "kafka": kafka,
