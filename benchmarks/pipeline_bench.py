@@ -125,6 +125,8 @@ def main() -> int:
     parser.add_argument("--window_size_s", type=int, default=60)
     parser.add_argument("--early_firing_s", type=int, default=1)
     parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--pipeline_arg", action="append", default=[],
+                        help="extra pipeline flag, e.g. --pipeline_arg=--max_bundle_size=5000")
     args = parser.parse_args()
 
     topics = TopicSet.create(args.bootstrap_servers, "bench" + uuid.uuid4().hex[:6])
@@ -141,7 +143,8 @@ def main() -> int:
                                 f"--early_firing_s={args.early_firing_s}",
                                 f"--parallelism={args.parallelism}", "--no_resume",
                                 f"--consumer_group=bench-{topics.ticks}",
-                                f"--state_backend_storage_path=file:///tmp/{topics.ticks}-checkpoints"],
+                                f"--state_backend_storage_path=file:///tmp/{topics.ticks}-checkpoints",
+                                *args.pipeline_arg],
                                Path(f"/tmp/{topics.ticks}-pipeline.log"))
     try:
         pipeline.start()
