@@ -18,6 +18,7 @@ fi
 command -v java >/dev/null || die "Java 17+ is required for Kafka and the Flink job server: apt-get install openjdk-17-jdk-headless"
 JAVA_MAJOR=$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -1)
 [ "${JAVA_MAJOR:-0}" -ge 17 ] || die "Java 17+ is required, found Java ${JAVA_MAJOR:-unknown}"
+command -v javac >/dev/null || die "a JDK (javac) is required to build the project's KafkaIO read: apt-get install openjdk-17-jdk-headless"
 command -v mvn >/dev/null || die "Maven is required to fetch the Kafka and Beam jars: apt-get install maven"
 
 if [ ! -x .venv/bin/python ]; then
