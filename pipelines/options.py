@@ -29,7 +29,8 @@ class MarketOptions(PipelineOptions):
         parser.add_argument("--kafka_read", choices=["event_time", "beam"], default="event_time",
                             help="event_time: the project's KafkaIO read whose idle partitions "
                                  "never hold the watermark (needs its jar in the expansion "
-                                 "service); beam: Beam's stock ReadFromKafka with CreateTime")
+                                 "service); beam: Beam's stock ReadFromKafka with CreateTime "
+                                 "(a partition that never receives a record holds it)")
         parser.add_argument("--window_size_s", type=int, default=config.WINDOW_SIZE_S,
                             help="bar length in seconds, windows aligned to the epoch")
         parser.add_argument("--allowed_lateness_s", type=int, default=config.ALLOWED_LATENESS_S,

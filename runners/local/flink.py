@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 LOCAL_MASTERS = ("[local]", "[auto]")
 CHECKPOINT_INTERVAL_MS = 10_000
-STATE_CACHE_MB = 256
 
 
 def checkpoint_dir() -> Path:
@@ -77,10 +76,6 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
         args.append(f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}")
     if not has_flag(args, "state_backend"):
         args.append("--state_backend=filesystem")
-    if not has_flag(args, "max_cache_memory_usage_mb"):
-        # Beam's Python SDK caches no user state by default: every state read
-        # of the per-symbol steps is then a round trip to the runner.
-        args.append(f"--max_cache_memory_usage_mb={STATE_CACHE_MB}")
     for flag in ("externalized_checkpoints_enabled", "retain_externalized_checkpoints_on_cancellation"):
         if not has_flag(args, flag):
             args.append(f"--{flag}")

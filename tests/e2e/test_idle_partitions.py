@@ -3,7 +3,7 @@
 The input topic has three partitions; two never receive a record. With
 Beam's stock CreateTime policy they would hold the watermark at its minimum
 forever and only EARLY panes would come out. The project's KafkaIO read
-(runners/local/java, `--kafka_read=event_time`, the default) lets a caught-up
+(runners/local/java, `--kafka_read=event_time`) lets a caught-up
 partition follow the clock, so every window gets its ON_TIME bar soon after
 it ends, and the last one closes after input stops.
 """
@@ -33,7 +33,7 @@ def topics(kafka_bootstrap):
 def test_bars_close_with_two_silent_partitions(kafka_bootstrap, flink_jars, topics, tmp_path):
     args = [f"--bootstrap_servers={kafka_bootstrap}", *topics.pipeline_args(),
             "--window_size_s=5", "--allowed_lateness_s=2", "--early_firing_s=1",
-            f"--consumer_group=idle-{topics.ticks}", "--parallelism=2", "--no_resume",
+            f"--consumer_group=idle-{topics.ticks}", "--parallelism=2", "--no_resume", "--kafka_read=event_time",
             f"--state_backend_storage_path=file://{tmp_path / 'checkpoints'}"]
     collector = Collector(kafka_bootstrap, topics)
     script = TickScript(Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5}), topics.ticks)
