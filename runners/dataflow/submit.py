@@ -33,7 +33,6 @@ def pipeline_args(argv: list[str]) -> list[str]:
 def expansion_service() -> JavaJarExpansionService:
     """KafkaIO expansion with Dataflow's default environment and every jar staged."""
     jar = fetch.expansion_service_jar()
-    if not jar.exists():
-        raise RuntimeError(f"{jar} is missing: run `python -m runners.local fetch`")
+    fetch.require(jar)
     lib = sorted(str(p) for p in (jar.parent / "lib").glob("*.jar"))
     return JavaJarExpansionService(str(jar), extra_args=["{{PORT}}", "--filesToStage=" + ",".join(lib)])

@@ -270,8 +270,7 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     args = list(argv)
     if not has_flag(args, "flink_job_server_jar"):
         jar = local_fetch.job_server_jar()
-        if not jar.exists():
-            raise RuntimeError(f"{jar} is missing: run `python -m runners.local fetch`")
+        local_fetch.require(jar)
         args.append(f"--flink_job_server_jar={jar}")
     if not has_flag(args, "environment_type"):
         args += ["--environment_type=EXTERNAL", f"--environment_config={conf.HOST}:{WORKER_POOL_PORT}"]

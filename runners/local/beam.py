@@ -23,14 +23,12 @@ EXPANSION_ARGS = ("--defaultEnvironmentType=EMBEDDED", "--experiments=use_deprec
 def expansion_service() -> JavaJarExpansionService:
     """A Kafka IO expansion service started from the local jars, for the Flink runner."""
     jar = fetch.expansion_service_jar()
-    if not jar.exists():
-        raise RuntimeError(f"{jar} is missing: run `python -m runners.local fetch`")
+    fetch.require(jar)
     return JavaJarExpansionService(str(jar), extra_args=["{{PORT}}", *EXPANSION_ARGS])
 
 
 def flink_job_server_args() -> list[str]:
     """Pipeline arguments that make `--runner=FlinkRunner` use the local job server jar."""
     jar = fetch.job_server_jar()
-    if not jar.exists():
-        raise RuntimeError(f"{jar} is missing: run `python -m runners.local fetch`")
+    fetch.require(jar)
     return [f"--flink_job_server_jar={jar}"]

@@ -111,6 +111,13 @@ def build_launcher(lib: Path, name: str, main_class: str) -> Path:
     return jar
 
 
+def require(jar: Path) -> Path:
+    """`jar` if it exists, else a RuntimeError saying how to fetch it."""
+    if not jar.exists():
+        raise RuntimeError(f"{jar} is missing: run `python -m runners.local fetch`")
+    return jar
+
+
 def job_server_jar() -> Path:
     return paths.jars_dir(BEAM_CLASSPATH) / "flink-job-server.jar"
 

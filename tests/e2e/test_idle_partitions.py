@@ -15,6 +15,8 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 
+from market import codec
+
 from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
 
@@ -55,7 +57,7 @@ def test_bars_close_with_two_silent_partitions(kafka_bootstrap, flink_jars, topi
             last_window = int(time.time() * 1000) // WINDOW_MS * WINDOW_MS
             published = {}
             for batch in script.batches:
-                stamp = int(batch.values[0].split(b'"timestamp":')[1].split(b",")[0])
+                stamp = codec.loads(batch.values[0])["timestamp"]
                 window = stamp // WINDOW_MS * WINDOW_MS
                 published[window] = published.get(window, 0) + 1
 
