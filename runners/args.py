@@ -15,3 +15,20 @@ def flag_value(argv: list[str], name: str) -> str | None:
 def has_flag(argv: list[str], name: str) -> bool:
     """Whether `argv` sets `--name` (with or without a value)."""
     return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
+
+
+# Flink runner flags every Flink run of the pipeline gets unless its argv sets
+# them (docs/pipeline.md, "Flink settings"):
+# * finish the Python bundle before a checkpoint barrier: otherwise Beam
+#   sends the watermark on before the bundle's buffered output (apache/beam
+#   DoFnOperator.snapshotState), and batches emitted at the end of a bundle
+#   reach the window step behind the watermark, late;
+# * hand records from the Kafka reader to the next chained operator without
+#   the defensive copy (an encode and a decode per tick); Beam elements are
+#   immutable.
+FLINK_DEFAULT_FLAGS = ("finish_bundle_before_checkpointing", "object_reuse")
+
+
+def with_flink_defaults(argv: list[str]) -> list[str]:
+    """`argv` plus each of FLINK_DEFAULT_FLAGS it does not set."""
+    return list(argv) + [f"--{flag}" for flag in FLINK_DEFAULT_FLAGS if not has_flag(argv, flag)]

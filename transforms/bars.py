@@ -1,9 +1,18 @@
 """Event-time bars per symbol (DESIGN.md §4, window-local fields).
 
-`WindowedBars` = screen (late ticks and duplicates → dead letters, keyed
-state per symbol) → fixed event-time windows with early / on-time / late
-panes → a lifted, exactly mergeable `BarCombineFn` → one bar dict per pane.
-See the package docstring for how late data and state are bounded.
+`WindowedBars` = batch ticks per symbol within a bundle → screen and
+pre-aggregate (late ticks and duplicates → dead letters, keyed state per
+symbol; the admitted ticks become one partial bar per window) → fixed
+event-time windows with early / on-time / late panes → an exactly mergeable
+`PartialBarsCombineFn` → one bar dict per pane.
+
+Why the batching: on a portable runner (Flink) every element that reaches a
+stateful Python DoFn costs a state round trip to the runner, and a
+streaming GroupByKey keeps and re-sends every input of a window at each
+early firing (runners do not lift combiners in streaming). One batch per
+symbol and bundle, and one partial bar per window and batch, turn both costs
+from per tick into per batch. See the package docstring for how late data
+and state are bounded.
 """
 from __future__ import annotations
 
@@ -16,9 +25,10 @@ from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.typehints import KV
 from apache_beam.transforms import trigger, userstate, window
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import PaneInfoTiming
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from market import config, schema
 from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE, Tick, dead_letter, tick_json
@@ -128,19 +138,7 @@ class BarCombineFn(beam.CombineFn):
     def merge_accumulators(self, accumulators: Iterable[list]) -> list:
         merged = self.create_accumulator()
         for acc in accumulators:
-            if acc[COUNT] == 0:
-                continue
-            if merged[COUNT] == 0:
-                merged[OPEN], merged[CLOSE] = acc[OPEN], acc[CLOSE]
-            else:
-                merged[OPEN] = min(merged[OPEN], acc[OPEN])
-                merged[CLOSE] = max(merged[CLOSE], acc[CLOSE])
-            merged[COUNT] += acc[COUNT]
-            merged[HIGH] = max(merged[HIGH], acc[HIGH])
-            merged[LOW] = min(merged[LOW], acc[LOW])
-            for index in (SUM_PRICE, SUM_PV, SUM_VOLUME):
-                for part in acc[index]:
-                    exact_add(merged[index], part)
+            merge_into(merged, acc)
         return merged
 
     def extract_output(self, acc: list) -> BarStats | None:
@@ -155,6 +153,35 @@ class BarCombineFn(beam.CombineFn):
 
     def get_accumulator_coder(self):
         return FastPrimitivesCoder()
+
+
+def merge_into(merged: list, acc: list) -> list:
+    """Merge accumulator `acc` into `merged` (in place), exactly."""
+    if acc[COUNT] == 0:
+        return merged
+    if merged[COUNT] == 0:
+        merged[OPEN], merged[CLOSE] = acc[OPEN], acc[CLOSE]
+    else:
+        merged[OPEN] = min(merged[OPEN], acc[OPEN])
+        merged[CLOSE] = max(merged[CLOSE], acc[CLOSE])
+    merged[COUNT] += acc[COUNT]
+    merged[HIGH] = max(merged[HIGH], acc[HIGH])
+    merged[LOW] = min(merged[LOW], acc[LOW])
+    for index in (SUM_PRICE, SUM_PV, SUM_VOLUME):
+        for part in acc[index]:
+            exact_add(merged[index], part)
+    return merged
+
+
+class PartialBarsCombineFn(BarCombineFn):
+    """`BarCombineFn` whose inputs are partial bars (accumulators of some of a window's ticks).
+
+    The screening step pre-aggregates each batch of ticks per window, so the
+    window step shuffles, keeps and re-sends partial bars instead of ticks.
+    """
+
+    def add_input(self, acc: list, partial: list) -> list:
+        return merge_into(acc, partial)
 
 
 # --- screening: late ticks and duplicates -----------------------------------
@@ -198,8 +225,38 @@ def _insert_seq(seen: list, seq: int, end: int) -> bool:
     return True
 
 
+class BatchBySymbolFn(beam.DoFn):
+    """`Tick`s → one `(symbol, [tick tuple, ...])` batch per symbol, window and bundle.
+
+    Stateless, so it fuses with parsing; the batches are emitted when the
+    bundle finishes, stamped with their earliest tick's event time. The
+    runner finishes a bundle before it forwards the watermark past it, so a
+    batch is never later than its ticks would have been.
+    """
+
+    def start_bundle(self) -> None:
+        self._batches: dict[tuple[Any, str], list] = {}
+
+    def process(self, tick: Tick,
+                timestamp=beam.DoFn.TimestampParam,
+                win=beam.DoFn.WindowParam):
+        batch = self._batches.get((win, tick.symbol))
+        if batch is None:
+            self._batches[(win, tick.symbol)] = [timestamp, [_tick_tuple(tick)]]
+            return
+        if timestamp < batch[0]:
+            batch[0] = timestamp
+        batch[1].append(_tick_tuple(tick))
+
+    def finish_bundle(self):
+        batches, self._batches = self._batches, {}
+        for (win, symbol), (timestamp, ticks) in batches.items():
+            yield WindowedValue((symbol, ticks), timestamp, (win,))
+
+
 class ScreenTicksFn(beam.DoFn):
-    """Keyed by symbol: drops ticks too late for their window and duplicates.
+    """Keyed by symbol: drops ticks too late for their window and duplicates,
+    and sums the admitted ticks of a batch into one partial bar per window.
 
     A Python DoFn cannot read the watermark, so each symbol runs a clock: an
     event-time timer at the expiry (window end + allowed lateness) of the
@@ -215,7 +272,8 @@ class ScreenTicksFn(beam.DoFn):
 
     State per symbol: the clock (3 ints) and the seq ranges (one per gap in
     the seqs of open windows). The clock stops `CLOCK_IDLE_WINDOWS` windows
-    after the symbol's last tick, and the seq ranges empty with it.
+    after the symbol's last tick, and the seq ranges empty with it. State is
+    read and written once per batch, not per tick.
     """
 
     CLOCK = userstate.ReadModifyWriteStateSpec("clock", FastPrimitivesCoder())
@@ -227,6 +285,7 @@ class ScreenTicksFn(beam.DoFn):
         self.lateness_ms = int(allowed_lateness_s * 1000)
         self.late = Metrics.counter(METRICS_NAMESPACE, f"dead_letters_{schema.REASON_LATE}")
         self.duplicates = Metrics.counter(METRICS_NAMESPACE, f"dead_letters_{schema.REASON_DUPLICATE}")
+        self.combine = BarCombineFn()
 
     def _expiry(self, end_ms: int) -> Timestamp:
         # Beam expires a window when the watermark passes its last
@@ -237,36 +296,53 @@ class ScreenTicksFn(beam.DoFn):
                 clock=beam.DoFn.StateParam(CLOCK),
                 seen_state=beam.DoFn.StateParam(SEEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
-        symbol, tick = element
-        end = window_end_ms(tick[TIMESTAMP], self.size_ms)
+        symbol, ticks = element
         # clock: (last closed window end, window end the timer is set for or
         # 0 when stopped, latest window end that had a tick)
         state = clock.read()
         closed, ticking, latest = state or (0, 0, 0)
-        if end <= closed:
-            self.late.inc()
-            yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, (symbol.encode(), self._rejection(
-                schema.REASON_LATE, f"window ending {end} closed (allowed lateness {self.lateness_ms} ms)",
-                symbol, tick)))
-            return
-        seq = tick[SEQ]
-        if seq is not None:
-            seen = seen_state.read() or []
-            if not _insert_seq(seen, seq, end):
-                self.duplicates.inc()
+        seen = None           # read on the first tick with a seq
+        seen_changed = False
+        partials: dict[int, list] = {}   # window end -> [earliest tick ms, accumulator]
+        for tick in ticks:
+            end = window_end_ms(tick[TIMESTAMP], self.size_ms)
+            if end <= closed:
+                self.late.inc()
                 yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, (symbol.encode(), self._rejection(
-                    schema.REASON_DUPLICATE, f"duplicate of {symbol} seq {seq}", symbol, tick)))
-                return
+                    schema.REASON_LATE, f"window ending {end} closed (allowed lateness {self.lateness_ms} ms)",
+                    symbol, tick)))
+                continue
+            seq = tick[SEQ]
+            if seq is not None:
+                if seen is None:
+                    seen = seen_state.read() or []
+                if not _insert_seq(seen, seq, end):
+                    self.duplicates.inc()
+                    yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, (symbol.encode(), self._rejection(
+                        schema.REASON_DUPLICATE, f"duplicate of {symbol} seq {seq}", symbol, tick)))
+                    continue
+                seen_changed = True
+            if not ticking:
+                # Start the clock at this tick's window: until its timer fires
+                # we cannot tell whether older, tick-less windows already expired.
+                ticking = end
+                expiry.set(self._expiry(ticking))
+            if end > latest:
+                latest = end
+            partial = partials.get(end)
+            if partial is None:
+                partials[end] = partial = [tick[TIMESTAMP], self.combine.create_accumulator()]
+            elif tick[TIMESTAMP] < partial[0]:
+                partial[0] = tick[TIMESTAMP]
+            self.combine.add_input(partial[1], tick)
+        if seen_changed:
             seen_state.write(seen)
-        if not ticking:
-            # Start the clock at this tick's window: until its timer fires we
-            # cannot tell whether older, tick-less windows already expired.
-            ticking = end
-            expiry.set(self._expiry(ticking))
-        updated = (closed, ticking, max(latest, end))
+        updated = (closed, ticking, latest)
         if updated != state:
             clock.write(updated)
-        yield element
+        for earliest_ms, acc in partials.values():
+            # Stamped with a tick of its window, so WindowInto puts it there.
+            yield TimestampedValue((symbol, acc), earliest_ms / 1000.0)
 
     @userstate.on_timer(EXPIRY)
     def expire(self,
@@ -355,8 +431,8 @@ class FormatBarFn(beam.DoFn):
         return [bar]
 
 
-def _keyed(tick: Tick) -> tuple:
-    return tick.symbol, (tick.price, tick.volume, tick.timestamp, tick.seq, tick.source)
+def _tick_tuple(tick: Tick) -> tuple:
+    return tick.price, tick.volume, tick.timestamp, tick.seq, tick.source
 
 
 class BarOutputs(NamedTuple):
@@ -385,14 +461,14 @@ class WindowedBars(beam.PTransform):
     def expand(self, ticks: beam.PCollection) -> BarOutputs:
         screened = (
             ticks
-            | "KeyBySymbol" >> beam.Map(_keyed).with_output_types(KV[str, Any])
+            | "BatchBySymbol" >> beam.ParDo(BatchBySymbolFn()).with_output_types(KV[str, Any])
             | "ScreenLateAndDuplicates" >> beam.ParDo(
                 ScreenTicksFn(self.window_size_s, self.allowed_lateness_s)).with_outputs(
-                    DEAD_LETTERS_TAG, main="ticks"))
+                    DEAD_LETTERS_TAG, main="partial_bars"))
         early = (trigger.AfterProcessingTime(self.early_firing_s)
                  if self.early_firing_s > 0 else None)
         bars = (
-            screened.ticks
+            screened.partial_bars
             | "WindowPerMinute" >> beam.WindowInto(
                 window.FixedWindows(self.window_size_s),
                 # Early panes keep the dashboard live; the ON_TIME pane at the
@@ -407,7 +483,7 @@ class WindowedBars(beam.PTransform):
                 # dropped without a trace.
                 allowed_lateness=Duration(
                     seconds=self.allowed_lateness_s + GRACE_WINDOWS * self.window_size_s))
-            | "CombineBars" >> beam.CombinePerKey(BarCombineFn())
+            | "CombineBars" >> beam.CombinePerKey(PartialBarsCombineFn())
             | "FormatBars" >> beam.ParDo(FormatBarFn(self.volatility_threshold_pct)))
         return BarOutputs(bars=bars, dead_letters=screened[DEAD_LETTERS_TAG])
 

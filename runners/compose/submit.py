@@ -38,7 +38,7 @@ newest checkpoint).
 """
 from __future__ import annotations
 
-from runners.args import flag_value, has_flag
+from runners.args import flag_value, has_flag, with_flink_defaults
 
 import argparse
 import json
@@ -74,7 +74,7 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     """`argv` plus the worker packaging and checkpointing a compose run needs, unless given."""
     from runners.local.flink import latest_checkpoint
 
-    args = list(argv)
+    args = with_flink_defaults(argv)
     if not has_flag(args, "setup_file"):
         args.append(f"--setup_file={PROJECT_ROOT / 'setup.py'}")
     job_name = flag_value(args, "job_name")

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runners.args import flag_value, has_flag
+from runners.args import flag_value, has_flag, with_flink_defaults
 from runners.flink_cluster import conf, distribution
 from runners.local import fetch as local_fetch
 from runners.local import paths, prereqs, process
@@ -267,7 +267,7 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
       retained on cancel; with an explicit `--job_name` a new submission
       resumes from that name's newest completed checkpoint.
     """
-    args = list(argv)
+    args = with_flink_defaults(argv)
     if not has_flag(args, "flink_job_server_jar"):
         jar = local_fetch.job_server_jar()
         local_fetch.require(jar)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from runners.args import flag_value, has_flag
+from runners.args import flag_value, has_flag, with_flink_defaults
 from runners.local import beam as local_beam
 from runners.local import paths
 
@@ -64,7 +64,7 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     A given `--state_backend_storage_path=file:///dir` is where checkpoints go
     and where a new start looks for the newest one.
     """
-    args = list(argv)
+    args = with_flink_defaults(argv)
     if not has_flag(args, "flink_job_server_jar"):
         args += local_beam.flink_job_server_args()
     given = flag_value(args, "state_backend_storage_path")
