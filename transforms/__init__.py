@@ -21,6 +21,12 @@ cannot judge: a symbol whose clock is stopped (new, or silent for more than
 `CLOCK_IDLE_WINDOWS` windows) whose first tick is already too late. Such a
 tick ends in a LATE pane, not in silence.
 
+Batching. A portable runner (Flink) pays per element for crossing between
+the JVM and the Python worker and per state access of a stateful DoFn, so
+WindowedBars screens ticks in per-symbol batches (one per bundle) and passes
+one partial bar per window and batch to the window step; the result is the
+same bar bit for bit, because partial bars merge exactly.
+
 Ordering. Inside a window, order does not matter: the combiner is exactly
 mergeable (exact sums, min/max, order keys). open/close order ticks by
 (event time, seq, price): arrival order is not observable in a combiner, so

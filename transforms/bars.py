@@ -231,7 +231,9 @@ class BatchBySymbolFn(beam.DoFn):
     Stateless, so it fuses with parsing; the batches are emitted when the
     bundle finishes, stamped with their earliest tick's event time. The
     runner finishes a bundle before it forwards the watermark past it, so a
-    batch is never later than its ticks would have been.
+    batch is never later than its ticks would have been. (Beam's Flink
+    runner breaks that at a checkpoint unless bundles are finished before
+    it: runners/args.py sets `--finish_bundle_before_checkpointing`.)
     """
 
     def start_bundle(self) -> None:
@@ -242,11 +244,11 @@ class BatchBySymbolFn(beam.DoFn):
                 win=beam.DoFn.WindowParam):
         batch = self._batches.get((win, tick.symbol))
         if batch is None:
-            self._batches[(win, tick.symbol)] = [timestamp, [_tick_tuple(tick)]]
-            return
-        if timestamp < batch[0]:
+            self._batches[(win, tick.symbol)] = batch = [timestamp, []]
+        elif timestamp < batch[0]:
             batch[0] = timestamp
         batch[1].append(_tick_tuple(tick))
+        return ()  # everything leaves in finish_bundle
 
     def finish_bundle(self):
         batches, self._batches = self._batches, {}
@@ -276,8 +278,12 @@ class ScreenTicksFn(beam.DoFn):
     read and written once per batch, not per tick.
     """
 
-    CLOCK = userstate.ReadModifyWriteStateSpec("clock", FastPrimitivesCoder())
-    SEEN = userstate.ReadModifyWriteStateSpec("seen", FastPrimitivesCoder())
+    # One state cell, (closed, ticking, latest, seen): on a portable runner
+    # each cell read is a round trip to the runner, so a batch costs one.
+    # closed: last closed window end; ticking: window end the timer is set
+    # for, 0 when stopped; latest: latest window end that had a tick;
+    # seen: the seq ranges.
+    SCREEN = userstate.ReadModifyWriteStateSpec("screen", FastPrimitivesCoder())
     EXPIRY = userstate.TimerSpec("expiry", TimeDomain.WATERMARK)
 
     def __init__(self, window_size_s: int, allowed_lateness_s: int) -> None:
@@ -293,16 +299,12 @@ class ScreenTicksFn(beam.DoFn):
         return Timestamp(micros=(end_ms + self.lateness_ms) * 1000 - 1)
 
     def process(self, element: tuple,
-                clock=beam.DoFn.StateParam(CLOCK),
-                seen_state=beam.DoFn.StateParam(SEEN),
+                screen=beam.DoFn.StateParam(SCREEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
         symbol, ticks = element
-        # clock: (last closed window end, window end the timer is set for or
-        # 0 when stopped, latest window end that had a tick)
-        state = clock.read()
-        closed, ticking, latest = state or (0, 0, 0)
-        seen = None           # read on the first tick with a seq
-        seen_changed = False
+        state = screen.read()
+        closed, ticking, latest, seen = state or (0, 0, 0, [])
+        changed = False
         partials: dict[int, list] = {}   # window end -> [earliest tick ms, accumulator]
         for tick in ticks:
             end = window_end_ms(tick[TIMESTAMP], self.size_ms)
@@ -314,52 +316,42 @@ class ScreenTicksFn(beam.DoFn):
                 continue
             seq = tick[SEQ]
             if seq is not None:
-                if seen is None:
-                    seen = seen_state.read() or []
                 if not _insert_seq(seen, seq, end):
                     self.duplicates.inc()
                     yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, (symbol.encode(), self._rejection(
                         schema.REASON_DUPLICATE, f"duplicate of {symbol} seq {seq}", symbol, tick)))
                     continue
-                seen_changed = True
+                changed = True
             if not ticking:
                 # Start the clock at this tick's window: until its timer fires
                 # we cannot tell whether older, tick-less windows already expired.
                 ticking = end
                 expiry.set(self._expiry(ticking))
+                changed = True
             if end > latest:
                 latest = end
+                changed = True
             partial = partials.get(end)
             if partial is None:
                 partials[end] = partial = [tick[TIMESTAMP], self.combine.create_accumulator()]
             elif tick[TIMESTAMP] < partial[0]:
                 partial[0] = tick[TIMESTAMP]
             self.combine.add_input(partial[1], tick)
-        if seen_changed:
-            seen_state.write(seen)
-        updated = (closed, ticking, latest)
-        if updated != state:
-            clock.write(updated)
+        if changed:
+            screen.write((closed, ticking, latest, seen))
         for earliest_ms, acc in partials.values():
             # Stamped with a tick of its window, so WindowInto puts it there.
             yield TimestampedValue((symbol, acc), earliest_ms / 1000.0)
 
     @userstate.on_timer(EXPIRY)
     def expire(self,
-               clock=beam.DoFn.StateParam(CLOCK),
-               seen_state=beam.DoFn.StateParam(SEEN),
+               screen=beam.DoFn.StateParam(SCREEN),
                expiry=beam.DoFn.TimerParam(EXPIRY)):
-        closed, ticking, latest = clock.read() or (0, 0, 0)
+        closed, ticking, latest, seen = screen.read() or (0, 0, 0, [])
         if not ticking:
             return
         closed = ticking
-        seen = seen_state.read()
-        if seen:
-            seen = [span for span in seen if span[2] > closed]
-            if seen:
-                seen_state.write(seen)
-            else:
-                seen_state.clear()
+        seen = [span for span in seen if span[2] > closed]
         # Keep the clock running while windows with ticks are open, and a few
         # idle windows more so that a straggler after a pause is still judged.
         if closed < latest + CLOCK_IDLE_WINDOWS * self.size_ms:
@@ -367,7 +359,7 @@ class ScreenTicksFn(beam.DoFn):
             expiry.set(self._expiry(ticking))
         else:
             ticking = 0
-        clock.write((closed, ticking, latest))
+        screen.write((closed, ticking, latest, seen))
 
     def _rejection(self, reason: str, detail: str, symbol: str, tick: tuple) -> dict:
         full = Tick(symbol, tick[PRICE], tick[VOLUME], tick[TIMESTAMP], tick[SEQ], tick[SOURCE])

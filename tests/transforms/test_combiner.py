@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.reference import window_bar
-from transforms.bars import BarCombineFn, bar_stats
+from transforms.bars import BarCombineFn, PartialBarsCombineFn, bar_stats
 
 T0 = 1764063000000
 
@@ -74,3 +74,24 @@ def test_sums_are_exact_where_naive_float_sums_are_not():
 def test_empty_accumulators_merge_to_nothing():
     fn = BarCombineFn()
     assert fn.extract_output(fn.merge_accumulators([fn.create_accumulator(), fn.create_accumulator()])) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(ticks=ticks_strategy, seed=st.integers(0, 2**32 - 1))
+def test_partial_bars_of_any_batches_merge_to_the_one_pass_bar(ticks, seed):
+    # What the window step does: the screening step sums each batch into a
+    # partial bar; PartialBarsCombineFn adds those up.
+    rng = random.Random(seed)
+    ticks_fn, partial_fn = BarCombineFn(), PartialBarsCombineFn()
+    cuts = sorted(rng.sample(range(len(ticks) + 1), k=min(len(ticks) + 1, rng.randint(1, 6))))
+    partials = []
+    for a, b in zip([0, *cuts], [*cuts, len(ticks)]):
+        acc = ticks_fn.create_accumulator()
+        for tick in ticks[a:b]:
+            acc = ticks_fn.add_input(acc, tick)
+        partials.append(acc)
+    rng.shuffle(partials)
+    acc = partial_fn.create_accumulator()
+    for partial in partials:
+        acc = partial_fn.add_input(acc, partial)
+    assert partial_fn.extract_output(acc) == bar_stats(ticks)  # bit-for-bit
