@@ -18,6 +18,13 @@ def test_adds_packaging_and_checkpoints_keyed_by_job_name():
     assert "--retain_externalized_checkpoints_on_cancellation" in args
 
 
+def test_flink_defaults_are_added_unless_set():
+    # The same defaults go to the embedded and cluster runs (runners/args.py).
+    args = submit.pipeline_args(["--runner=FlinkRunner", "--max_cache_memory_usage_mb=8"])
+    assert "--finish_bundle_before_checkpointing" in args and "--object_reuse" in args
+    assert [a for a in args if a.startswith("--max_cache_memory_usage_mb")] == ["--max_cache_memory_usage_mb=8"]
+
+
 def test_resumes_from_the_newest_completed_checkpoint(tmp_path):
     old = tmp_path / "job-a" / "chk-3"
     new = tmp_path / "job-b" / "chk-7"
