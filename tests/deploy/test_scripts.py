@@ -1,0 +1,23 @@
+"""The README's commands run from a fresh clone: every script the Makefile calls is executable in git."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_scripts_called_by_make_and_ci_are_executable_in_git():
+    called = set(re.findall(r"\./(scripts/[\w.-]+\.sh)", (ROOT / "Makefile").read_text()))
+    called |= set(re.findall(r"\./(scripts/[\w.-]+\.sh)", (ROOT / "scripts/test.sh").read_text()))
+    called |= set(re.findall(r"\./(scripts/[\w.-]+\.sh)", (ROOT / "scripts/run.sh").read_text()))
+    assert "scripts/run.sh" in called and "scripts/test.sh" in called
+    listing = subprocess.run(["git", "ls-files", "-s", "scripts", ".ci"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    modes = {}
+    for line in listing.splitlines():
+        meta, path = line.split("\t", 1)
+        modes[path] = meta.split()[0]
+    not_executable = sorted(path for path in called | {".ci/run"} if modes.get(path) != "100755")
+    assert not not_executable, f"not executable in git (a fresh clone gets 'Permission denied'): {not_executable}"
