@@ -181,6 +181,10 @@ class PartialBarsCombineFn(BarCombineFn):
     """
 
     def add_input(self, acc: list, partial: list) -> list:
+        if isinstance(partial, tuple):
+            # A single tick, as the step before batching sent it: a window
+            # restored from a checkpoint of that version still holds those.
+            return BarCombineFn.add_input(self, acc, partial)
         return merge_into(acc, partial)
 
 
@@ -302,6 +306,11 @@ class ScreenTicksFn(beam.DoFn):
                 screen=beam.DoFn.StateParam(SCREEN),
                 expiry=beam.DoFn.TimerParam(EXPIRY)):
         symbol, ticks = element
+        if isinstance(ticks, tuple):
+            # One tick, not a batch: output of the per-tick version buffered
+            # in a checkpoint (Flink re-emits a bundle's buffered output on
+            # restore), so an upgrade resumes from its checkpoints.
+            ticks = [ticks]
         state = screen.read()
         closed, ticking, latest, seen = state or (0, 0, 0, [])
         changed = False

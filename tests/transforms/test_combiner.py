@@ -95,3 +95,14 @@ def test_partial_bars_of_any_batches_merge_to_the_one_pass_bar(ticks, seed):
     for partial in partials:
         acc = partial_fn.add_input(acc, partial)
     assert partial_fn.extract_output(acc) == bar_stats(ticks)  # bit-for-bit
+
+
+def test_partial_bars_combine_also_takes_single_ticks():
+    # A window restored from a checkpoint of the per-tick version holds ticks.
+    ticks = [(100.0, 5.0, T0, 1, None), (101.0, 1.0, T0 + 5, 2, None), (99.0, 2.0, T0 + 9, 3, None)]
+    ticks_fn, partial_fn = BarCombineFn(), PartialBarsCombineFn()
+    partial = ticks_fn.add_input(ticks_fn.create_accumulator(), ticks[1])
+    acc = partial_fn.create_accumulator()
+    for element in (ticks[0], partial, ticks[2]):
+        acc = partial_fn.add_input(acc, element)
+    assert partial_fn.extract_output(acc) == bar_stats(ticks)
