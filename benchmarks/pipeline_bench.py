@@ -51,6 +51,9 @@ class Published:
         self.window_ms = window_ms
         self.times: dict[tuple[str, int], list[int]] = defaultdict(list)
         self.count = 0
+        # Per-symbol seq across every publish() call of the run: a seq used
+        # twice is a duplicate the pipeline rejects, never processed.
+        self.seq: dict[str, int] = defaultdict(int)
         self.lock = threading.Lock()
 
     def add(self, symbol: str, stamp: int) -> None:
@@ -94,15 +97,10 @@ def consume(bootstrap: str, topic: str, progress: Progress, stop: threading.Even
         consumer.close()
 
 
-# Per-symbol seq across all publish() calls: a seq used twice is a duplicate
-# the pipeline rejects (dead letter), and those ticks would never be processed.
-_SEQ: dict[str, int] = defaultdict(int)
-
-
 def publish(producer: Producer, topic: str, published: Published, rate: int, seconds: float) -> None:
     """Publish at `rate` ticks/s in 10 ms slices (no per-tick sleep)."""
     start = time.monotonic()
-    sent, seq = 0, _SEQ
+    sent, seq = 0, published.seq
     while (elapsed := time.monotonic() - start) < seconds:
         due = int(elapsed * rate)
         while sent < due:
