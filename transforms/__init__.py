@@ -47,9 +47,9 @@ timer, and the alert keys of windows still within their lateness.
 from transforms.analytics import MarketAnalytics, MarketOutputs
 from transforms.anomalies import AnalyzedBars, DetectAnomalies
 from transforms.bars import BarCombineFn, BarOutputs, WindowedBars
-from transforms.ticks import ParsedTicks, ParseTicks, SourceRecord, Tick
+from transforms.ticks import ParsedTicks, ParseTicks, RecordBatch, SourceRecord, Tick
 
 __all__ = [
     "AnalyzedBars", "BarCombineFn", "BarOutputs", "DetectAnomalies", "MarketAnalytics",
-    "MarketOutputs", "ParseTicks", "ParsedTicks", "SourceRecord", "Tick", "WindowedBars",
+    "MarketOutputs", "ParseTicks", "ParsedTicks", "RecordBatch", "SourceRecord", "Tick", "WindowedBars",
 ]

@@ -44,6 +44,23 @@ class SourceRecord(NamedTuple):
     offset: int | None = None
 
 
+class RecordBatch(NamedTuple):
+    """Records read together from one partition of a source, columnar.
+
+    `read_watermark_ms` is the source's watermark right after these records
+    were read, or None if the source does not say: no step downstream can
+    see a later watermark before this batch arrives, so a tick whose window
+    expired by then is provably late (DESIGN.md §4).
+    """
+
+    values: list
+    keys: list
+    topic: str | None
+    partitions: list
+    offsets: list
+    read_watermark_ms: int | None = None
+
+
 class Tick(NamedTuple):
     """A validated tick (DESIGN.md §3) with the symbol in upper case.
 
