@@ -36,7 +36,10 @@ TOPICS: tuple[TopicSpec, ...] = (
 # --- Bars and anomalies (DESIGN.md §4, §5, §9) -------------------------------
 WINDOW_SIZE_S = 60
 ALLOWED_LATENESS_S = 30
-EARLY_FIRING_S = 5
+EARLY_FIRING_S = 1
+# A tick stamped further than this ahead of the wall clock when the pipeline
+# reads it is rejected as invalid_timestamp (DESIGN.md §3).
+MAX_FUTURE_S = 60
 VOLATILITY_THRESHOLD_PCT = 2.0
 ZSCORE_THRESHOLD = 3.0
 VOLUME_SPIKE_RATIO = 3.0

@@ -10,7 +10,13 @@ import re
 # §3 Tick -------------------------------------------------------------------
 TICK_FIELDS = ("symbol", "price", "volume", "timestamp", "seq")
 TICK_REQUIRED = ("symbol", "price", "volume", "timestamp")
-SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9.\-_/:=^]{1,16}$")
+# Matched with fullmatch: `$` would also accept a trailing newline ("AAPL\n").
+SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9.\-_/:=^]{1,16}")
+# Numeric bounds: within them no sum, product or log over a window can
+# overflow or underflow to zero (DESIGN.md §3).
+MIN_PRICE = 1e-12
+MAX_PRICE = 1e12
+MAX_VOLUME = 1e15
 MIN_EVENT_YEAR = 2000
 MAX_EVENT_YEAR = 2100
 # Epoch-millisecond bounds of the accepted event-time years [2000, 2100].
@@ -58,17 +64,20 @@ REASON_INVALID_SYMBOL = "invalid_symbol"
 REASON_INVALID_SEQ = "invalid_seq"
 REASON_NOT_AN_OBJECT = "not_an_object"
 REASON_LATE = "late"
+# An exact copy of a tick of an open window (same symbol, seq, timestamp,
+# price and volume): a producer retry or a replayed feed.
+REASON_DUPLICATE = "duplicate"
+# An unexpected error while handling one record: the record is set aside
+# with the error text instead of failing the pipeline.
+REASON_INTERNAL_ERROR = "internal_error"
 DEAD_LETTER_REASONS = (
     REASON_INVALID_JSON, REASON_MISSING_FIELD, REASON_INVALID_PRICE,
     REASON_INVALID_VOLUME, REASON_INVALID_TIMESTAMP, REASON_INVALID_SYMBOL,
-    REASON_INVALID_SEQ, REASON_NOT_AN_OBJECT, REASON_LATE,
+    REASON_INVALID_SEQ, REASON_NOT_AN_OBJECT, REASON_LATE, REASON_DUPLICATE,
+    REASON_INTERNAL_ERROR,
 )
 
 
 def alert_id(symbol: str, window_start: int, alert_type: str) -> str:
     """The identity of an alert (DESIGN.md §5): `symbol:window_start:type`."""
     return f"{symbol}:{window_start}:{alert_type}"
-
-# Appended by issue 3 (transforms): a second copy of a tick (same symbol and
-# seq) goes to the dead letters with this reason, so nothing vanishes unseen.
-REASON_DUPLICATE = "duplicate"

@@ -68,7 +68,7 @@ def parse_row(row: dict[str, str | None]) -> dict[str, Any]:
         if not (row.get(column) or "").strip():
             raise BadRow(f"{column} is empty")
     symbol = row["symbol"].strip().upper()  # type: ignore[union-attr]
-    if not schema.SYMBOL_PATTERN.match(symbol):
+    if not schema.SYMBOL_PATTERN.fullmatch(symbol):
         raise BadRow(f"symbol {symbol!r} is not 1–16 of A-Z 0-9 . - _ / : = ^")
     price = _number(row["price"], "price")  # type: ignore[arg-type]
     if price <= 0:

@@ -39,7 +39,7 @@ def parse_limit(value: str | None, default: int, maximum: int) -> int:
 
 def parse_symbol(value: str) -> str:
     """A symbol in DESIGN.md §3's alphabet, upper-cased."""
-    if not SYMBOL_PATTERN.match(value):
+    if not SYMBOL_PATTERN.fullmatch(value):
         raise ApiError(400, "bad_symbol", f"symbol must be 1-16 of A-Z a-z 0-9 . - _ / : = ^, got {value[:40]!r}")
     return value.upper()
 

@@ -85,7 +85,7 @@ def parse_symbols(value: Any) -> list[str]:
         if not isinstance(item, str):
             raise ProtocolError("symbols must be strings")
         item = item.strip()
-        if item != ALL_SYMBOLS and not SYMBOL_PATTERN.match(item):
+        if item != ALL_SYMBOLS and not SYMBOL_PATTERN.fullmatch(item):
             raise ProtocolError(f"invalid symbol: {item[:32]!r}")
         symbol = item.upper()
         if symbol not in out:
