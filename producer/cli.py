@@ -17,7 +17,7 @@ from itertools import islice
 from types import FrameType
 from typing import Any
 
-from market import codec, config
+from market import codec, config, kafka_security
 
 from producer.faults import FaultInjector, FaultRates
 from producer.pacing import ReplayPacer
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         "not answer within this many seconds", type=float)
     add("stats_interval_s", config.PRODUCER_STATS_INTERVAL_S, "seconds between stats lines; 0: none",
         type=float)
+    # DESIGN.md §10: the same names and environment variables in every part.
+    kafka_security.add_arguments(parser.add_argument_group("Kafka connection security (DESIGN.md §10)"))
     group = parser.add_argument_group("what and how fast")
     add("symbols", ",".join(DEFAULT_SYMBOLS), "comma-separated symbols to simulate; unknown ones "
         "get a made-up price level")
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "expected price jumps per symbol per minute of event time", type=_non_negative)
     add("jump_size_pct", config.PRODUCER_JUMP_SIZE_PCT, "mean size of a price jump, percent",
         type=_non_negative)
+    add("seq_base", None, "each symbol's first simulated seq is this + 1 (default: the wall clock in "
+        "microseconds, so a restarted producer never reuses a seq)", type=int)
     add("replay", None, "replay this CSV file (symbol,timestamp,price,volume[,seq]) instead of "
         "simulating")
     add("replay_speed", 1.0, "replay at this multiple of real time (--rate is then ignored); "
@@ -163,7 +167,7 @@ def build_ticks(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
     event_rate = args.event_rate or args.rate or config.PRODUCER_RATE
     return TickSimulator([s for s in args.symbols.split(",") if s.strip()], seed=args.seed, start_ms=start_ms,
                          event_rate=event_rate, jump_rate_per_min=args.jump_rate_per_min,
-                         jump_size_pct=args.jump_size_pct)
+                         jump_size_pct=args.jump_size_pct, seq_base=args.seq_base)
 
 
 def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
@@ -197,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.seed is None:
             args.seed = int.from_bytes(os.urandom(4), "big")
         ticks = build_ticks(args)
+        security = kafka_security.from_args(args)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
@@ -219,10 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         records = pacer
     cfg = ProducerConfig(bootstrap_servers=args.bootstrap_servers, topic=args.topic, compression=args.compression,
                          linger_ms=args.linger_ms, flush_timeout_s=args.flush_timeout_s,
-                         broker_timeout_s=args.broker_timeout_s)
+                         broker_timeout_s=args.broker_timeout_s, security=security)
     what = f"replaying {args.replay}" if args.replay else f"simulating {args.symbols.count(',') + 1} symbols"
     pace = f"{rate:g} ticks/s" if rate else f"x{args.replay_speed:g} real time" if pacer else "max rate"
-    log.info("%s to %s/%s at %s (seed %d)", what, cfg.bootstrap_servers, cfg.topic, pace, args.seed)
+    log.info("%s to %s/%s (%s) at %s (seed %d)", what, cfg.bootstrap_servers, cfg.topic, security.describe(), pace,
+             args.seed)
     stop = threading.Event()
     restore_signals = install_signal_handlers(stop)
     try:

@@ -13,6 +13,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from market import config as market_config
+from market import kafka_security
+from market.kafka_security import KafkaSecurity
 
 from producer.pacing import Pacer, TokenBucket
 from producer.records import Record
@@ -46,6 +48,8 @@ class ProducerConfig:
     broker_timeout_s: float = market_config.PRODUCER_BROKER_TIMEOUT_S
     partitions: int = 3
     """Partitions of the topic if the producer has to create it (DESIGN.md §2)."""
+    security: KafkaSecurity = field(default_factory=kafka_security.from_env)
+    """Connection security (DESIGN.md §10), for the producer and its admin client alike."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,8 +85,43 @@ def kafka_config(cfg: ProducerConfig) -> dict[str, Any]:
         "error_cb": kafka_error,
         "logger": logging.getLogger("producer.librdkafka"),
     }
+    conf.update(cfg.security.librdkafka())
     conf.update(cfg.extra)
     return conf
+
+
+def admin_config(cfg: ProducerConfig) -> dict[str, Any]:
+    """The librdkafka settings of the producer's admin client: same broker, same security."""
+    return {"bootstrap.servers": cfg.bootstrap_servers, "client.id": cfg.client_id,
+            "logger": logging.getLogger("producer.librdkafka"), **cfg.security.librdkafka()}
+
+
+class ClientErrors:
+    """librdkafka's error callback that also remembers the last error, for the start-up message.
+
+    A broker that refuses the credentials (or a client speaking the wrong
+    protocol) shows up only here; the metadata request merely times out.
+    """
+
+    def __init__(self) -> None:
+        self.last: KafkaError | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        self.last = err
+        kafka_error(err)
+
+    def explain(self, cfg: ProducerConfig) -> str:
+        """What the client reported, with a hint when it looks like a security mismatch."""
+        if self.last is None:
+            return ""
+        text = self.last.str()
+        hint = ""
+        if self.last.code() == KafkaError._AUTHENTICATION:
+            hint = " Check KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM."
+        elif "security.protocol" in text or "SSL" in text or "ApiVersion" in text:
+            hint = (f" The client connects with {cfg.security.describe()}; does the listener at "
+                    f"{cfg.bootstrap_servers} expect another KAFKA_SECURITY_PROTOCOL?")
+        return f" Last client error: {text}.{hint}"
 
 
 def kafka_error(err: KafkaError) -> None:
@@ -93,7 +132,7 @@ def kafka_error(err: KafkaError) -> None:
         log.warning("Kafka: %s", err)
 
 
-def check_broker(producer: Any, cfg: ProducerConfig) -> int:
+def check_broker(producer: Any, cfg: ProducerConfig, errors: ClientErrors | None = None) -> int:
     """Fail fast if the broker does not answer; create the topic if it is missing.
 
     librdkafka would otherwise retry in the background for ever and only log,
@@ -103,16 +142,17 @@ def check_broker(producer: Any, cfg: ProducerConfig) -> int:
     try:
         metadata = producer.list_topics(timeout=cfg.broker_timeout_s)
     except KafkaException as exc:
+        explained = errors.explain(cfg) if errors is not None else ""
         raise ProducerError(
             f"Kafka broker at {cfg.bootstrap_servers} did not answer within {cfg.broker_timeout_s:g} s "
-            f"({exc.args[0].str() if exc.args else exc}); is it running? "
-            f"(locally: python -m runners.local start)") from exc
+            f"({exc.args[0].str() if exc.args else exc}) connecting with {cfg.security.describe()}; "
+            f"is it running? (locally: python -m runners.local start).{explained}") from exc
     topic = metadata.topics.get(cfg.topic)
     if topic is not None and topic.error is None:
         return len(topic.partitions)
     # Created here rather than by the broker's auto-create, which would use the
     # broker's default partition count instead of DESIGN.md §2's.
-    admin = AdminClient({"bootstrap.servers": cfg.bootstrap_servers})
+    admin = AdminClient(admin_config(cfg))
     future = admin.create_topics([NewTopic(cfg.topic, num_partitions=cfg.partitions, replication_factor=1)],
                                  operation_timeout=cfg.broker_timeout_s)[cfg.topic]
     try:
@@ -126,8 +166,9 @@ def check_broker(producer: Any, cfg: ProducerConfig) -> int:
 
 def create_producer(cfg: ProducerConfig) -> Producer:
     """A connected producer for `cfg.topic`: the broker answered and the topic exists."""
-    producer = Producer(kafka_config(cfg))
-    check_broker(producer, cfg)
+    errors = ClientErrors()
+    producer = Producer({**kafka_config(cfg), "error_cb": errors})
+    check_broker(producer, cfg, errors)
     return producer
 
 

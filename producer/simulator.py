@@ -82,14 +82,28 @@ def universe(symbols: Sequence[str] | None = None) -> tuple[SymbolSpec, ...]:
     return tuple(specs)
 
 
+def wall_clock_seq_base() -> int:
+    """The wall clock in microseconds since the epoch: where a new run's seqs start."""
+    return time.time_ns() // 1000
+
+
 class TickSimulator:
     """Deterministic market ticks: GBM per symbol, Poisson jumps, log-normal trade sizes.
 
     Tick `i` has event time `start_ms + i * 1000 // event_rate`: the simulated
     clock advances by the tick rate, not by the wall clock, so a seed and a
-    start time fix every tick. Symbols are drawn by their `weight`; each has
-    its own `seq` counter starting at 1. Iterating never ends: bound it with
-    `itertools.islice` or a duration.
+    start time (and `seq_base`) fix every tick. Symbols are drawn by their
+    `weight`; each has its own `seq` counter, counting up by one from
+    `seq_base + 1`. Iterating never ends: bound it with `itertools.islice` or
+    a duration.
+
+    `seq_base` defaults to the wall clock in microseconds when the simulator
+    is made, so a restarted producer continues above every seq an earlier
+    run used (DESIGN.md §3: the producer never reuses a seq, and the
+    pipeline takes a reused seq with the same content for a duplicate). That
+    holds while a run sends fewer than 1,000,000 ticks per second per symbol
+    on average, and while the machine's clock does not step back across a
+    restart by more than the previous run's seq lead.
     """
 
     def __init__(
@@ -101,6 +115,7 @@ class TickSimulator:
         event_rate: float = config.PRODUCER_RATE,
         jump_rate_per_min: float = config.PRODUCER_JUMP_RATE_PER_MIN,
         jump_size_pct: float = config.PRODUCER_JUMP_SIZE_PCT,
+        seq_base: int | None = None,
     ) -> None:
         if symbols and isinstance(symbols[0], SymbolSpec):
             specs = tuple(symbols)  # type: ignore[arg-type]
@@ -115,6 +130,9 @@ class TickSimulator:
         self.specs = specs
         self.seed = seed
         self.start_ms = int(time.time() * 1000) if start_ms is None else int(start_ms)
+        self.seq_base = wall_clock_seq_base() if seq_base is None else int(seq_base)
+        if self.seq_base < 0:
+            raise ValueError(f"seq_base must be >= 0, got {seq_base}")
         self.event_rate = float(event_rate)
         self.jump_rate_per_min = jump_rate_per_min
         self.jump_size = jump_size_pct / 100.0
@@ -130,7 +148,7 @@ class TickSimulator:
         cum = np.cumsum([spec.weight for spec in specs], dtype=float)
         self._cum_weights = cum / cum[-1]
         self._prices = [spec.price for spec in specs]
-        self._seqs = [0] * len(specs)
+        self._seqs = [self.seq_base] * len(specs)
         self._last_ms = [self.start_ms] * len(specs)
         self._burst_until = [-1] * len(specs)
         self._sigma = [spec.annual_vol / math.sqrt(TRADING_YEAR_S) for spec in specs]

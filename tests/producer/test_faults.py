@@ -19,7 +19,7 @@ N = 100_000
 
 
 def records(rates: FaultRates | None, n: int = N, seed: int = 1) -> list:
-    ticks = islice(TickSimulator(seed=seed, start_ms=START_MS, event_rate=1_000), n)
+    ticks = islice(TickSimulator(seed=seed, start_ms=START_MS, event_rate=1_000, seq_base=0), n)
     return list(FaultInjector(ticks, rates, seed=seed))
 
 

@@ -94,6 +94,7 @@ def test_the_shipped_sample_is_clean_and_spans_several_windows() -> None:
     assert len(minutes) >= 5
     # It is the simulator's output for the command in docs/producer.md.
     regenerated = list(islice(TickSimulator(["AAPL", "MSFT", "NVDA", "TSLA", "BTC-USD"], seed=7,
-                                            start_ms=ticks[0]["timestamp"], event_rate=5, jump_rate_per_min=0.2),
+                                            start_ms=ticks[0]["timestamp"], event_rate=5, jump_rate_per_min=0.2,
+                                            seq_base=0),
                               len(ticks)))
     assert regenerated == ticks

@@ -16,6 +16,7 @@ START_MS = 1_764_063_000_000  # 2025-11-25T09:30:00Z
 
 def take(n: int, **kwargs) -> list[dict]:
     kwargs.setdefault("start_ms", START_MS)
+    kwargs.setdefault("seq_base", 0)
     return list(islice(TickSimulator(**kwargs), n))
 
 
