@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,3 +203,43 @@ def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
     parser.add_argument("--ssl_ca_location", default=None, metavar="PEM_FILE",
                         help=f"CA bundle (PEM) that verifies the brokers' certificates "
                              f"[env {ENV['ssl_ca_location']}]")
+
+
+# Words of librdkafka's error texts when a client speaks another protocol than
+# the listener (a SASL handshake at a plain listener, a TLS handshake at a
+# plain one); a refused login has its own error code.
+_MISMATCH_HINTS = ("security.protocol", "SSL handshake", "SASL", "Authentication")
+
+
+def refusal(errors: Iterable[Any], bootstrap_servers: str, security: KafkaSecurity) -> str | None:
+    """Why the brokers refused a client, or None when the errors look like an absent broker.
+
+    `errors` are the confluent-kafka `KafkaError`s the client's error callback
+    received. A refused login or mechanism says so there. A PLAINTEXT client
+    at a listener that wants SASL or TLS is only cut off ("brokers are
+    down"); it is told apart from a broker that is not there by opening a
+    TCP connection to the first bootstrap address.
+    """
+    from confluent_kafka import KafkaError
+
+    for err in reversed(list(errors)):
+        text = err.str()
+        if err.code() == KafkaError._AUTHENTICATION or any(hint in text for hint in _MISMATCH_HINTS):
+            return text
+    if security.protocol == PLAINTEXT and _accepts_tcp(bootstrap_servers):
+        return (f"a broker listens at {bootstrap_servers} but closes the connection of a PLAINTEXT client; "
+                f"the listener probably requires SASL or TLS")
+    return None
+
+
+def _accepts_tcp(bootstrap_servers: str, timeout_s: float = 1.0) -> bool:
+    import socket
+
+    first = bootstrap_servers.split(",")[0].strip()
+    first = first.split("://")[-1]
+    host, _, port = first.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False

@@ -7,6 +7,7 @@ is the same on Flink and Dataflow.
 """
 from __future__ import annotations
 
+import struct
 import typing
 
 import apache_beam as beam
@@ -14,7 +15,8 @@ from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
 from market import codec
-from transforms import SourceRecord
+from market.kafka_security import KafkaSecurity
+from transforms import RecordBatch, SourceRecord
 
 KafkaKV = typing.Tuple[bytes, bytes]
 
@@ -35,6 +37,59 @@ EventTimeReadSchema = typing.NamedTuple(
      ("consumer_polling_timeout", typing.Optional[int]),
      ("max_delay_ms", int)])
 
+# runners/local/java/.../KafkaRecordBatchRead.java: the same read, one byte[]
+# per batch of records of one partition (format in KafkaRecordBatchSource).
+RECORD_BATCH_READ_URN = "beam:transform:market-data:kafka_read_batches:v1"
+DEFAULT_MAX_BATCH_RECORDS = 2000
+
+RecordBatchReadSchema = typing.NamedTuple(
+    "RecordBatchReadSchema",
+    [*EventTimeReadSchema.__annotations__.items(), ("max_batch_records", int)])
+
+RECORD_BATCH_VERSION = 1
+NO_READ_WATERMARK = -(2 ** 63)   # Java's Long.MIN_VALUE: the reader had no watermark yet
+_HEADER = struct.Struct(">iqi")          # version, read_watermark_ms, topic length
+_PARTITION_COUNT = struct.Struct(">ii")
+_RECORD_HEAD = struct.Struct(">qqi")     # offset, timestamp ms, key length
+_LENGTH = struct.Struct(">i")
+
+
+def decode_record_batch(blob: bytes) -> RecordBatch:
+    """A batch from the batched Kafka read (KafkaRecordBatchSource's format) as a `RecordBatch`.
+
+    A length of -1 is a null key or value (a tombstone): None in the lists.
+    """
+    view = memoryview(blob)
+    version, read_watermark_ms, topic_length = _HEADER.unpack_from(view, 0)
+    if version != RECORD_BATCH_VERSION:
+        raise ValueError(f"record batch format version {version}, expected {RECORD_BATCH_VERSION}")
+    at = _HEADER.size
+    topic = str(view[at:at + topic_length], "utf-8")
+    at += topic_length
+    partition, count = _PARTITION_COUNT.unpack_from(view, at)
+    at += _PARTITION_COUNT.size
+    keys: list = [None] * count
+    values: list = [None] * count
+    offsets: list = [0] * count
+    record_head, length = _RECORD_HEAD.unpack_from, _LENGTH.unpack_from
+    head_size, length_size = _RECORD_HEAD.size, _LENGTH.size
+    for index in range(count):
+        offsets[index], _timestamp, key_length = record_head(view, at)
+        at += head_size
+        if key_length >= 0:
+            keys[index] = bytes(view[at:at + key_length])
+            at += key_length
+        (value_length,) = length(view, at)
+        at += length_size
+        if value_length >= 0:
+            values[index] = bytes(view[at:at + value_length])
+            at += value_length
+    if at != len(blob):
+        raise ValueError(f"record batch of {len(blob)} bytes holds {at} bytes of {count} records")
+    return RecordBatch(values=values, keys=keys, topic=topic, partitions=[partition] * count,
+                       offsets=offsets,
+                       read_watermark_ms=None if read_watermark_ms == NO_READ_WATERMARK else read_watermark_ms)
+
 
 def to_source_record(row) -> SourceRecord:
     """A KafkaIO metadata row as the `SourceRecord` ParseTicks takes."""
@@ -43,7 +98,7 @@ def to_source_record(row) -> SourceRecord:
 
 
 class ReadTicksFromKafka(beam.PTransform):
-    """Raw tick records from Kafka, timestamped with the record's CreateTime.
+    """Raw tick records from Kafka: `RecordBatch`es, or `SourceRecord`s one by one.
 
     The producer sets each record's timestamp to the tick's event time, so
     elements get their event time and each partition a watermark: the
@@ -55,12 +110,21 @@ class ReadTicksFromKafka(beam.PTransform):
     False`, no delay) lets such a partition hold every window open
     (apache/beam#20908). Offsets are committed to `consumer_group` when a
     checkpoint is finalized, so a start without a checkpoint resumes there.
+
+    With `batched` (the default, needs `event_time_read`) each element is a
+    `RecordBatch` of up to `max_batch_records` records of one partition,
+    stamped with its earliest record's time (never behind the watermark) and
+    carrying the read's watermark right after them: one element per batch
+    crosses from the Java read to Python instead of one per record, and each
+    partition has its own reader (runners/local/java, KafkaRecordBatchSource).
+    Otherwise each element is a `SourceRecord` with the record's timestamp.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, consumer_group: str,
                  start_offset: str = "earliest", expansion_service=None,
                  max_num_records: int | None = None, watermark_delay_ms: int = 1000,
-                 event_time_read: bool = True) -> None:
+                 event_time_read: bool = True, batched: bool = True,
+                 max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS, security: KafkaSecurity | None = None) -> None:
         super().__init__()
         self._consumer_config = {
             "bootstrap.servers": bootstrap_servers,
@@ -68,12 +132,18 @@ class ReadTicksFromKafka(beam.PTransform):
             "auto.offset.reset": start_offset,
             # Only read committed records of transactional producers.
             "isolation.level": "read_committed",
+            # DESIGN.md §10: the Java client's security keys.
+            **(security or KafkaSecurity()).java(),
         }
         self._topic = topic
         self._expansion_service = expansion_service
         self._max_num_records = max_num_records
         self._watermark_delay_ms = int(watermark_delay_ms)
         self._event_time_read = event_time_read
+        self._batched = batched and event_time_read
+        self._max_batch_records = int(max_batch_records)
+        if self._batched and max_num_records is not None:
+            raise ValueError("max_num_records bounds single records: pass batched=False with it")
 
     def _read(self) -> beam.PTransform:
         if not self._event_time_read:
@@ -81,20 +151,30 @@ class ReadTicksFromKafka(beam.PTransform):
                 consumer_config=self._consumer_config, topics=[self._topic], with_metadata=True,
                 timestamp_policy=ReadFromKafka.create_time_policy, commit_offset_in_finalize=True,
                 max_num_records=self._max_num_records, expansion_service=self._expansion_service)
+        if self._batched:
+            return ExternalTransform(
+                RECORD_BATCH_READ_URN,
+                NamedTupleBasedPayloadBuilder(RecordBatchReadSchema(
+                    **self._event_time_read_config()._asdict(),
+                    max_batch_records=self._max_batch_records)),
+                self._expansion_service)
         return ExternalTransform(
-            EVENT_TIME_READ_URN,
-            NamedTupleBasedPayloadBuilder(EventTimeReadSchema(
-                consumer_config=self._consumer_config, topics=[self._topic],
-                key_deserializer=BYTE_ARRAY_DESERIALIZER, value_deserializer=BYTE_ARRAY_DESERIALIZER,
-                max_num_records=self._max_num_records, commit_offset_in_finalize=True,
-                timestamp_policy=ReadFromKafka.create_time_policy, consumer_polling_timeout=2,
-                max_delay_ms=self._watermark_delay_ms)),
+            EVENT_TIME_READ_URN, NamedTupleBasedPayloadBuilder(self._event_time_read_config()),
             self._expansion_service)
 
+    def _event_time_read_config(self) -> EventTimeReadSchema:
+        return EventTimeReadSchema(
+            consumer_config=self._consumer_config, topics=[self._topic],
+            key_deserializer=BYTE_ARRAY_DESERIALIZER, value_deserializer=BYTE_ARRAY_DESERIALIZER,
+            max_num_records=self._max_num_records, commit_offset_in_finalize=True,
+            timestamp_policy=ReadFromKafka.create_time_policy, consumer_polling_timeout=2,
+            max_delay_ms=self._watermark_delay_ms)
+
     def expand(self, pbegin):
-        return (pbegin
-                | "ReadFromKafka" >> self._read()
-                | "ToSourceRecord" >> beam.Map(to_source_record).with_output_types(SourceRecord))
+        records = pbegin | "ReadFromKafka" >> self._read()
+        if self._batched:
+            return records | "DecodeRecordBatches" >> beam.Map(decode_record_batch).with_output_types(RecordBatch)
+        return records | "ToSourceRecord" >> beam.Map(to_source_record).with_output_types(SourceRecord)
 
 
 def keyed_json(key_field: str) -> typing.Callable[[dict], KafkaKV]:
@@ -113,7 +193,8 @@ def encode_dead_letter(element: tuple[bytes | None, dict]) -> KafkaKV:
 class WriteToTopic(beam.PTransform):
     """Write (key, value) byte pairs to one Kafka topic."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, expansion_service=None) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, expansion_service=None,
+                 security: KafkaSecurity | None = None) -> None:
         super().__init__()
         self._producer_config = {
             "bootstrap.servers": bootstrap_servers,
@@ -123,6 +204,8 @@ class WriteToTopic(beam.PTransform):
             "enable.idempotence": "true",
             "compression.type": "lz4",
             "linger.ms": "20",
+            # DESIGN.md §10: the Java client's security keys.
+            **(security or KafkaSecurity()).java(),
         }
         self._topic = topic
         self._expansion_service = expansion_service

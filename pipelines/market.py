@@ -8,15 +8,19 @@ runners/README.md). Streaming is implied.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
+import os
 import signal
 import sys
+import time
 import typing
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from market import kafka_security
 from pipelines import kafka_io, preflight
 from pipelines.options import MarketOptions
 from transforms import MarketAnalytics
@@ -44,14 +48,15 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: be
     taking (key, value) byte pairs and replaces the Kafka writes.
     """
     market = options.view_as(MarketOptions)
+    security = kafka_security.from_args(market)
     if source is None:
         source = kafka_io.ReadTicksFromKafka(
             market.bootstrap_servers, market.input_topic, market.consumer_group,
             market.start_offset, expansion_service=expansion_service,
             watermark_delay_ms=market.watermark_delay_ms,
-            event_time_read=market.kafka_read == "event_time")
+            event_time_read=market.kafka_read == "event_time", security=security)
     if sinks is None:
-        sinks = {name: kafka_io.WriteToTopic(market.bootstrap_servers, topic, expansion_service)
+        sinks = {name: kafka_io.WriteToTopic(market.bootstrap_servers, topic, expansion_service, security=security)
                  for name, topic in (("bars", market.output_topic), ("alerts", market.alerts_topic),
                                      ("dead_letters", market.dlq_topic))}
 
@@ -88,11 +93,69 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     return pipeline.run()
 
 
+def _exit_on_first_signal(signum: int, frame) -> None:
+    """SIGTERM (make stop, a supervisor): leave through `finally` so the job is stopped in order.
+
+    Later signals are ignored: a second SystemExit in the middle of a
+    savepoint would leave the job half stopped.
+    """
+    signal.signal(signum, signal.SIG_IGN)
+    log.info("signal %d: stopping the pipeline", signum)
+    sys.exit(128 + signum)
+
+
+def _stop_job(result: beam.runners.runner.PipelineResult) -> None:
+    """End a job still running: stop with a savepoint where the runner allows it, else cancel."""
+    from runners.local import flink as local_flink
+
+    terminal = beam.runners.runner.PipelineState.is_terminal
+    try:
+        if result.state and terminal(result.state):
+            return
+    except Exception as exc:  # the job server is gone: nothing left to stop
+        log.warning("job state unknown (%s): not stopping it", exc)
+        return
+    target = local_flink.savepoint_target
+    if target is not None and local_flink.stop_with_savepoint(target) is not None:
+        # The job ends FINISHED once its tasks have stopped; Beam reports DONE.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if terminal(result.state):
+                    return
+            except Exception:  # the job server shut its cluster down after the job
+                return
+            time.sleep(0.5)
+        log.warning("the job did not end within 30s of its savepoint: cancelling it")
+    else:
+        log.warning("no savepoint: cancelling the job; the next start replays from the last checkpoint")
+    try:
+        result.cancel()
+    except Exception as exc:  # the job server may already be gone
+        log.warning("could not cancel the job: %s", exc)
+
+
+def _stop_child_processes() -> None:
+    """Terminate what this process started and left running: the Flink job server and expansion service JVMs.
+
+    Beam stops its job server at exit, but its stop removes a temp folder
+    first and, when that raises (a FileNotFoundError was seen), never stops
+    the JVM, which then runs on with parent 1. The JVMs are found by this
+    process's tree, not by name: other pipelines run the same jars.
+    """
+    from runners.local import process
+
+    left = process.terminate(process.descendants(os.getpid()), grace_s=10.0)
+    if left:
+        log.info("stopped child processes %s", left)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # SIGTERM (make stop, a supervisor) must stop the job and the job server
-    # JVM too: exit through Python so atexit handlers and `finally` run.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _exit_on_first_signal)
+    # Registered first, so it runs after Beam's own exit handlers: whatever
+    # path leaves (a signal during start-up included), no child JVM survives.
+    atexit.register(_stop_child_processes)
     try:
         result = run()
     except preflight.PreflightError as exc:
@@ -101,11 +164,8 @@ def main() -> int:
     try:
         result.wait_until_finish()
     finally:
-        if not result.state or not beam.runners.runner.PipelineState.is_terminal(result.state):
-            try:
-                result.cancel()
-            except Exception as exc:  # the job server may already be gone
-                log.warning("could not cancel the job: %s", exc)
+        _stop_job(result)
+        _stop_child_processes()
     return 0
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from market import config
+from market import config, kafka_security
 
 
 class MarketOptions(PipelineOptions):
@@ -43,3 +43,7 @@ class MarketOptions(PipelineOptions):
                             help="|return_zscore| alert threshold")
         parser.add_argument("--volume_spike_ratio", type=float, default=config.VOLUME_SPIKE_RATIO,
                             help="volume_ratio alert threshold")
+        # DESIGN.md §10. No defaults here: the environment is read when the
+        # clients are built, so a password from KAFKA_SASL_PASSWORD never lands
+        # in the pipeline options shipped to the runner.
+        kafka_security.add_arguments(parser)

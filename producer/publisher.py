@@ -96,40 +96,37 @@ def admin_config(cfg: ProducerConfig) -> dict[str, Any]:
             "logger": logging.getLogger("producer.librdkafka"), **cfg.security.librdkafka()}
 
 
-class ClientErrors:
-    """librdkafka's error callback that also remembers the last error, for the start-up message.
-
-    A broker that refuses the credentials (or a client speaking the wrong
-    protocol) shows up only here; the metadata request merely times out.
-    """
-
-    def __init__(self) -> None:
-        self.last: KafkaError | None = None
-
-    def __call__(self, err: KafkaError) -> None:
-        self.last = err
-        kafka_error(err)
-
-    def explain(self, cfg: ProducerConfig) -> str:
-        """What the client reported, with a hint when it looks like a security mismatch."""
-        if self.last is None:
-            return ""
-        text = self.last.str()
-        hint = ""
-        if self.last.code() == KafkaError._AUTHENTICATION:
-            hint = " Check KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM."
-        elif "security.protocol" in text or "SSL" in text or "ApiVersion" in text:
-            hint = (f" The client connects with {cfg.security.describe()}; does the listener at "
-                    f"{cfg.bootstrap_servers} expect another KAFKA_SECURITY_PROTOCOL?")
-        return f" Last client error: {text}.{hint}"
-
-
 def kafka_error(err: KafkaError) -> None:
     """librdkafka's error callback: client-level errors (broker down, auth) go to the log."""
     if err.fatal():
         log.error("fatal Kafka error, the producer cannot continue: %s", err)
     else:
         log.warning("Kafka: %s", err)
+
+
+class ClientErrors:
+    """librdkafka's error callback that also keeps the errors, for the start-up message.
+
+    A broker that refuses the credentials (or a client speaking the wrong
+    protocol) shows up only here; the metadata request merely times out.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[KafkaError] = []
+
+    def __call__(self, err: KafkaError) -> None:
+        if len(self.errors) < 100:
+            self.errors.append(err)
+        kafka_error(err)
+
+    def explain(self, cfg: ProducerConfig) -> str:
+        """What the client reported when it looks like a security mismatch, else ""."""
+        refused = kafka_security.refusal(self.errors, cfg.bootstrap_servers, cfg.security)
+        if refused is None:
+            return ""
+        return (f" The broker refused the connection made with {cfg.security.describe()}: {refused}. Check "
+                f"--security_protocol, --sasl_mechanism, --sasl_username, --sasl_password (or KAFKA_SECURITY_PROTOCOL, "
+                f"KAFKA_SASL_*).")
 
 
 def check_broker(producer: Any, cfg: ProducerConfig, errors: ClientErrors | None = None) -> int:
@@ -142,11 +139,15 @@ def check_broker(producer: Any, cfg: ProducerConfig, errors: ClientErrors | None
     try:
         metadata = producer.list_topics(timeout=cfg.broker_timeout_s)
     except KafkaException as exc:
+        producer.poll(0.5)  # serves the error callback: a refused login is only reported there
         explained = errors.explain(cfg) if errors is not None else ""
+        if explained:
+            raise ProducerError(f"Kafka at {cfg.bootstrap_servers}: no metadata within "
+                                f"{cfg.broker_timeout_s:g} s.{explained}") from exc
         raise ProducerError(
             f"Kafka broker at {cfg.bootstrap_servers} did not answer within {cfg.broker_timeout_s:g} s "
-            f"({exc.args[0].str() if exc.args else exc}) connecting with {cfg.security.describe()}; "
-            f"is it running? (locally: python -m runners.local start).{explained}") from exc
+            f"({exc.args[0].str() if exc.args else exc}); is it running? "
+            f"(locally: python -m runners.local start)") from exc
     topic = metadata.topics.get(cfg.topic)
     if topic is not None and topic.error is None:
         return len(topic.partitions)

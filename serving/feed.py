@@ -18,11 +18,11 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from market import codec
+from market.kafka_security import KafkaSecurity
 from serving.hub import Hub
 from serving.metrics import Metrics
 from serving.protocol import CHANNEL_ALERTS, CHANNEL_TRENDS
-from serving.store import MalformedRecord, alert_identity, bar_identity
+from serving.records import REASON_INTERNAL_ERROR, MalformedRecord, decode_record
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,10 @@ RETRY_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 BATCH = 500
 
 
-def consumer_config(bootstrap_servers: str) -> dict[str, Any]:
-    """librdkafka settings of the serving consumer."""
+def consumer_config(bootstrap_servers: str, security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """librdkafka settings of the serving consumer (connection security per DESIGN.md §10)."""
     return {
+        **(security or KafkaSecurity()).librdkafka(),
         "bootstrap.servers": bootstrap_servers,
         # assign() needs no group, but librdkafka wants an id; a unique one
         # guarantees no two processes ever share partitions or offsets.
@@ -56,8 +57,9 @@ class KafkaFeed:
     """Background consumer of the trends and alerts topics feeding a Hub."""
 
     def __init__(self, hub: Hub, metrics: Metrics, bootstrap_servers: str, trends_topic: str,
-                 alerts_topic: str, history_hours: float) -> None:
+                 alerts_topic: str, history_hours: float, security: KafkaSecurity | None = None) -> None:
         self.hub = hub
+        self.security = security
         self.metrics = metrics
         self.bootstrap_servers = bootstrap_servers
         self.trends_topic = trends_topic
@@ -113,7 +115,7 @@ class KafkaFeed:
 
     # --- one consumer's life -----------------------------------------------
     def _session(self) -> None:
-        consumer = Consumer(consumer_config(self.bootstrap_servers), error_cb=self._on_error,
+        consumer = Consumer(consumer_config(self.bootstrap_servers, self.security), error_cb=self._on_error,
                             logger=logging.getLogger("serving.librdkafka"))
         try:
             assignment = self._assignment(consumer)
@@ -149,7 +151,7 @@ class KafkaFeed:
                 self._set("following", broker_up=self.broker_up)
 
     def _probe_loop(self, assignment: list[TopicPartition], over: threading.Event) -> None:
-        probe = Consumer(consumer_config(self.bootstrap_servers), logger=logging.getLogger("serving.librdkafka"))
+        probe = Consumer(consumer_config(self.bootstrap_servers, self.security), logger=logging.getLogger("serving.librdkafka"))
         try:
             while not over.wait(PROBE_INTERVAL_S) and not self._stop.is_set():
                 self._probe(probe, assignment)
@@ -220,8 +222,16 @@ class KafkaFeed:
         self._set("following" if self.replayed else "replaying", broker_up=True)
 
     def _handle(self, messages: list[Any]) -> None:
-        """Decode and check a batch of records, then hand the good ones to the hub in Kafka order."""
+        """Check each record of a batch, hand the valid ones to the hub in Kafka order, then advance positions.
+
+        An invalid record is skipped, counted by topic and reason and logged
+        with its topic, partition and offset; the rest of the batch is applied.
+        Positions move only after the batch is handled: if the hub fails, the
+        session is rebuilt and re-reads the batch (re-applying is harmless).
+        """
         records: list[tuple[str, dict[str, Any]]] = []
+        origins: list[Any] = []     # the message of each entry of `records`
+        handled: dict[tuple[str, int], int] = {}
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -230,21 +240,27 @@ class KafkaFeed:
                 log.warning("consumer error on %s [%s]: %s", msg.topic(), msg.partition(), err)
                 continue
             topic = msg.topic()
-            self._positions[(topic, msg.partition())] = msg.offset() + 1
+            handled[(topic, msg.partition())] = msg.offset() + 1
             self.metrics.consumed.labels(topic).inc()
             try:
-                record = codec.loads(msg.value() or b"")
-                if topic == self.trends_topic:
-                    bar_identity(record)
-                    records.append((CHANNEL_TRENDS, record))
-                else:
-                    alert_identity(record)
-                    records.append((CHANNEL_ALERTS, record))
-            except (codec.JSONDecodeError, MalformedRecord) as exc:
-                self.metrics.rejected.labels(topic).inc()
-                log.warning("skipping record %s[%d]@%d: %s", topic, msg.partition(), msg.offset(), exc)
+                record = decode_record(msg.value(), bar=topic == self.trends_topic)
+            except MalformedRecord as exc:
+                self._reject(msg, exc.reason, exc)
+                continue
+            except Exception as exc:  # whatever one record does, the feed goes on
+                self._reject(msg, REASON_INTERNAL_ERROR, exc)
+                continue
+            records.append((CHANNEL_TRENDS if topic == self.trends_topic else CHANNEL_ALERTS, record))
+            origins.append(msg)
         if records:
-            self.hub.publish_many(records)
+            self.hub.publish_many(records, on_error=lambda i, exc: self._reject(origins[i], REASON_INTERNAL_ERROR, exc))
+        self._positions.update(handled)
+
+    def _reject(self, msg: Any, reason: str, exc: Exception) -> None:
+        self.metrics.rejected.labels(msg.topic(), reason).inc()
+        # The detail is cut: a hostile record must not flood the log either.
+        log.warning("skipping record %s[%d]@%d (%s): %s", msg.topic(), msg.partition(), msg.offset(), reason,
+                    str(exc)[:200])
 
     def _on_error(self, err: KafkaError) -> None:
         self.metrics.consumer_errors.inc()

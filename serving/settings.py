@@ -15,6 +15,15 @@ from typing import Any, Callable
 from market import config as mc
 
 
+# Limits for hostile or broken clients (issue 13); docs/serving.md explains each.
+WS_QUEUE_BYTES = 1024 * 1024
+WS_MAX_CONNECTIONS = 1000      # below gunicorn's --threads (1100), which also serve REST
+WS_MAX_SYMBOLS = 1000
+WS_MESSAGE_RATE = 20.0
+WS_MESSAGE_BURST = 40
+WS_ALLOWED_ORIGINS = "self,localhost"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configurable value: Flask key, flag, environment variable, type, default, help."""
@@ -48,8 +57,20 @@ SETTINGS: tuple[Setting, ...] = (
             "bars (windows) kept in memory per symbol"),
     Setting("ALERTS_KEPT", "--alerts_kept", "ALERTS_KEPT", int, mc.SERVING_ALERTS_KEPT,
             "most recent alerts kept in memory"),
-    Setting("WS_QUEUE_SIZE", "--ws_queue_size", "WS_QUEUE_SIZE", int, mc.WS_QUEUE_SIZE,
-            "messages queued per WebSocket client before it is closed with 1008"),
+    Setting("WS_QUEUE_BYTES", "--ws_queue_bytes", "WS_QUEUE_BYTES", int, WS_QUEUE_BYTES,
+            "bytes a WebSocket client may have waiting before it is closed with 1008"),
+    Setting("WS_MAX_CONNECTIONS", "--ws_max_connections", "WS_MAX_CONNECTIONS", int, WS_MAX_CONNECTIONS,
+            "WebSocket connections at once; one more is closed with 1013 (try again later)"),
+    Setting("WS_MAX_SYMBOLS", "--ws_max_symbols", "WS_MAX_SYMBOLS", int, WS_MAX_SYMBOLS,
+            "symbols one WebSocket client may name per channel (\"*\" counts as none)"),
+    Setting("WS_MESSAGE_RATE", "--ws_message_rate", "WS_MESSAGE_RATE", float, WS_MESSAGE_RATE,
+            "client messages per second one WebSocket may send on average (more: closed with 1008)"),
+    Setting("WS_MESSAGE_BURST", "--ws_message_burst", "WS_MESSAGE_BURST", int, WS_MESSAGE_BURST,
+            "client messages one WebSocket may send at once"),
+    Setting("WS_ALLOWED_ORIGINS", "--ws_allowed_origins", "WS_ALLOWED_ORIGINS", str, WS_ALLOWED_ORIGINS,
+            "comma-separated Origins a browser may open /ws from: 'self' (the Host the request names), "
+            "'localhost' (any port on localhost, 127.0.0.1, [::1]), exact origins like "
+            "https://dash.example.com, or '*'"),
     Setting("WS_HEARTBEAT_S", "--ws_heartbeat_s", "WS_HEARTBEAT_S", float, mc.WS_HEARTBEAT_S,
             "seconds between heartbeat messages"),
     Setting("WS_PING_INTERVAL_S", "--ws_ping_interval_s", "WS_PING_INTERVAL_S", float, mc.WS_PING_INTERVAL_S,
@@ -59,9 +80,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WS_SEND_BUFFER_BYTES", "--ws_send_buffer_bytes", "WS_SEND_BUFFER_BYTES", int,
             mc.WS_SEND_BUFFER_BYTES, "kernel send buffer per WebSocket (0 = system default)"),
     Setting("WS_CLOSE_GRACE_S", "--ws_close_grace_s", "WS_CLOSE_GRACE_S", float, mc.WS_CLOSE_GRACE_S,
-            "seconds an overflowed client gets to take its close frame before the socket is cut"),
+            "seconds an evicted client (overflow, rate limit) gets to take its close frame before the socket is cut"),
     Setting("CONSUME", "--consume", "CONSUME", _bool, True,
             "run the Kafka consumer (off only for tests that feed the store directly)"),
+    # DESIGN.md §10 (market/kafka_security.py checks and maps them). The
+    # built-in defaults are empty, so --help never shows a password.
+    *(Setting(env, f"--{name}", env, str, None, help)
+      for name, env, help in (
+          ("security_protocol", "KAFKA_SECURITY_PROTOCOL", "Kafka security protocol: PLAINTEXT, SSL, "
+                                                           "SASL_PLAINTEXT or SASL_SSL (unset: PLAINTEXT)"),
+          ("sasl_mechanism", "KAFKA_SASL_MECHANISM", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"),
+          ("sasl_username", "KAFKA_SASL_USERNAME", "SASL user name"),
+          ("sasl_password", "KAFKA_SASL_PASSWORD", "SASL password (prefer the environment variable)"),
+          ("ssl_ca_location", "KAFKA_SSL_CA_LOCATION", "CA bundle (PEM) that verifies the brokers"))),
 )
 
 

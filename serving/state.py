@@ -6,8 +6,9 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from market import kafka_security
 from serving.feed import KafkaFeed
-from serving.hub import Hub
+from serving.hub import Hub, Limits
 from serving.metrics import Metrics
 from serving.store import MarketStore
 
@@ -49,11 +50,15 @@ def init_app(app: Flask) -> ServingState:
     cfg: Any = app.config
     metrics = Metrics()
     store = MarketStore(cfg["BARS_PER_SYMBOL"], cfg["ALERTS_KEPT"])
-    hub = Hub(store, metrics, cfg["WS_QUEUE_SIZE"], cfg["WS_CLOSE_GRACE_S"])
+    hub = Hub(store, metrics, Limits(queue_bytes=cfg["WS_QUEUE_BYTES"], close_grace_s=cfg["WS_CLOSE_GRACE_S"],
+                                     max_clients=cfg["WS_MAX_CONNECTIONS"], max_symbols=cfg["WS_MAX_SYMBOLS"],
+                                     message_rate=cfg["WS_MESSAGE_RATE"], message_burst=cfg["WS_MESSAGE_BURST"]))
     feed = None
     if cfg["CONSUME"]:
         feed = KafkaFeed(hub, metrics, cfg["KAFKA_BOOTSTRAP_SERVERS"], cfg["TRENDS_TOPIC"],
-                         cfg["ALERTS_TOPIC"], cfg["HISTORY_HOURS"])
+                         cfg["ALERTS_TOPIC"], cfg["HISTORY_HOURS"],
+                         security=kafka_security.from_mapping({name: cfg.get(env) for name, env in
+                                                               kafka_security.ENV.items()}))
         feed.start()
     else:
         metrics.ready.set(1)
