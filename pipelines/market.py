@@ -36,7 +36,8 @@ def analytics_for(options: MarketOptions) -> MarketAnalytics:
         early_firing_s=options.early_firing_s,
         volatility_threshold_pct=options.volatility_threshold_pct,
         zscore_threshold=options.zscore_threshold,
-        volume_spike_ratio=options.volume_spike_ratio)
+        volume_spike_ratio=options.volume_spike_ratio,
+        max_future_s=options.max_future_s)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: beam.PTransform | None = None,

@@ -35,8 +35,11 @@ class MarketOptions(PipelineOptions):
                             help="bar length in seconds, windows aligned to the epoch")
         parser.add_argument("--allowed_lateness_s", type=int, default=config.ALLOWED_LATENESS_S,
                             help="how long after a window closes late ticks still update it")
-        parser.add_argument("--early_firing_s", type=int, default=config.EARLY_FIRING_S,
+        parser.add_argument("--early_firing_s", type=float, default=config.EARLY_FIRING_S,
                             help="processing-time period of early (partial) bars; 0 disables them")
+        parser.add_argument("--max_future_s", type=float, default=config.MAX_FUTURE_S,
+                            help="reject ticks stamped more than this many seconds ahead of the "
+                                 "wall clock when the pipeline reads them (invalid_timestamp)")
         parser.add_argument("--volatility_threshold_pct", type=float,
                             default=config.VOLATILITY_THRESHOLD_PCT, help="swing_pct alert threshold")
         parser.add_argument("--zscore_threshold", type=float, default=config.ZSCORE_THRESHOLD,

@@ -17,15 +17,13 @@ watermark W:
   window as one LATE pane (one pane per batch and window);
 * W >= end + lateness       → too late: dead letter `late`.
 
-A tick repeating the symbol and seq of an admitted tick whose window is
-still open (W < its end + lateness) is a dead letter `duplicate`; checks run
-in arrival order, `late` first.
+A tick repeating the symbol, seq, timestamp, price and volume of an
+admitted tick whose window is still open (W < its end + lateness) is a dead
+letter `duplicate`; checks run in arrival order, `late` first. Dead letters
+keep the record's original key.
 
 What the reference deliberately does not model: EARLY panes (they depend on
-processing time; the tests that use this reference fire none) and the
-pipeline's limit that a symbol's lateness clock only runs while it ticks
-(a too-late tick of a symbol the pipeline has not seen for a few windows is
-put in a LATE pane instead of the dead letters; see docs/transforms.md).
+processing time; the tests that use this reference fire none).
 
 Bars (DESIGN.md §4): ticks of a window are ordered by (event time, seq with
 no seq first, price); open is the first, close the last. Sums are exact
@@ -100,10 +98,10 @@ def validate(value) -> tuple:
     if type(symbol) is not str or not 1 <= len(symbol) <= 16 or not set(symbol) <= allowed:
         raise _Invalid(schema.REASON_INVALID_SYMBOL)
     price = data["price"]
-    if not _number(price) or not math.isfinite(price) or not price > 0:
+    if not _number(price) or not 1e-12 <= price <= 1e12:
         raise _Invalid(schema.REASON_INVALID_PRICE)
     volume = data["volume"]
-    if not _number(volume) or not math.isfinite(volume) or volume < 0:
+    if not _number(volume) or not 0 <= volume <= 1e15:
         raise _Invalid(schema.REASON_INVALID_VOLUME)
     stamp = data["timestamp"]
     if type(stamp) is str:
@@ -123,7 +121,7 @@ def validate(value) -> tuple:
             < datetime(2101, 1, 1, tzinfo=timezone.utc).timestamp() * 1000:
         raise _Invalid(schema.REASON_INVALID_TIMESTAMP)
     seq = data.get("seq")
-    if seq is not None and (type(seq) is not int or seq < 0):
+    if seq is not None and (type(seq) is not int or not 0 <= seq < 2 ** 63):
         raise _Invalid(schema.REASON_INVALID_SEQ)
     return symbol.upper(), float(price), float(volume), millis, seq
 
@@ -179,7 +177,7 @@ def analyze(batches: Iterable[Batch], *,
     expected = Expected()
     on_time = defaultdict(list)          # (symbol, start) → ticks before the watermark passed end
     late_batches = defaultdict(list)     # (symbol, start) → [ticks of one late batch] ...
-    open_seqs = defaultdict(dict)        # symbol → seq → window end
+    open_seqs = defaultdict(dict)        # symbol → (price, volume, time, seq) → window end
     for batch in batches:
         late_here = defaultdict(list)
         keys = batch.keys or [None] * len(batch.values)
@@ -194,14 +192,15 @@ def analyze(batches: Iterable[Batch], *,
             start = stamp // size * size
             end = start + size
             if batch.watermark_ms >= end + lateness:
-                expected.dead_letters.append(DeadLetter(symbol.encode(), schema.REASON_LATE, ""))
+                expected.dead_letters.append(DeadLetter(key, schema.REASON_LATE, ""))
                 continue
             if seq is not None:
                 seen = open_seqs[symbol]
-                if seen.get(seq, -math.inf) + lateness > batch.watermark_ms:
-                    expected.dead_letters.append(DeadLetter(symbol.encode(), schema.REASON_DUPLICATE, ""))
+                identity = tick[1:]
+                if seen.get(identity, -math.inf) + lateness > batch.watermark_ms:
+                    expected.dead_letters.append(DeadLetter(key, schema.REASON_DUPLICATE, ""))
                     continue
-                seen[seq] = end
+                seen[identity] = end
             if batch.watermark_ms < end:
                 on_time[(symbol, start)].append(tick)
             else:

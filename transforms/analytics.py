@@ -1,13 +1,14 @@
 """`MarketAnalytics`: raw tick records in, bars, alerts and dead letters out."""
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 import apache_beam as beam
 
 from market import config
 from transforms.anomalies import DetectAnomalies
-from transforms.bars import WindowedBars
+from transforms.bars import ComputeBars
 from transforms.ticks import ParseTicks
 
 
@@ -20,11 +21,12 @@ class MarketOutputs(NamedTuple):
 
 
 class MarketAnalytics(beam.PTransform):
-    """Raw records (SourceRecord, bytes, str or (key, value)) → bars, alerts, dead letters.
+    """Raw records (RecordBatch, SourceRecord, bytes, str or (key, value)) → bars, alerts, dead letters.
 
-    The input's element timestamps should be the ticks' event times (the
-    Kafka CreateTime the producer sets) so that the watermark follows them;
-    each tick is re-stamped with its own event time anyway.
+    The input's watermark should follow the ticks' event times (the Kafka
+    CreateTime the producer sets). `clock` is the processing-time clock of
+    the EARLY panes (see BuildBarsFn); `max_future_s` bounds how far ahead of
+    the wall clock a tick may be stamped (None: no bound).
     """
 
     def __init__(self,
@@ -33,8 +35,12 @@ class MarketAnalytics(beam.PTransform):
                  early_firing_s: float = config.EARLY_FIRING_S,
                  volatility_threshold_pct: float = config.VOLATILITY_THRESHOLD_PCT,
                  zscore_threshold: float = config.ZSCORE_THRESHOLD,
-                 volume_spike_ratio: float = config.VOLUME_SPIKE_RATIO) -> None:
+                 volume_spike_ratio: float = config.VOLUME_SPIKE_RATIO,
+                 max_future_s: float | None = config.MAX_FUTURE_S,
+                 clock=time.time) -> None:
         super().__init__()
+        self.max_future_s = max_future_s
+        self.clock = clock
         self.window_size_s = window_size_s
         self.allowed_lateness_s = allowed_lateness_s
         self.early_firing_s = early_firing_s
@@ -43,12 +49,13 @@ class MarketAnalytics(beam.PTransform):
         self.volume_spike_ratio = volume_spike_ratio
 
     def expand(self, records: beam.PCollection) -> MarketOutputs:
-        parsed = records | "ParseTicks" >> ParseTicks()
-        windowed = parsed.ticks | "WindowedBars" >> WindowedBars(
+        parsed = records | "ParseTicks" >> ParseTicks(self.max_future_s)
+        windowed = parsed.ticks | "ComputeBars" >> ComputeBars(
             window_size_s=self.window_size_s,
             allowed_lateness_s=self.allowed_lateness_s,
             early_firing_s=self.early_firing_s,
-            volatility_threshold_pct=self.volatility_threshold_pct)
+            volatility_threshold_pct=self.volatility_threshold_pct,
+            clock=self.clock)
         analyzed = windowed.bars | "DetectAnomalies" >> DetectAnomalies(
             window_size_s=self.window_size_s,
             allowed_lateness_s=self.allowed_lateness_s,

@@ -21,7 +21,6 @@ from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils.timestamp import Timestamp
 
 from market import config, schema
-from transforms.bars import GRACE_WINDOWS
 from transforms.ticks import METRICS_NAMESPACE
 
 ALERTS_TAG = "alerts"
@@ -192,15 +191,12 @@ class AnalyzeBarsFn(beam.DoFn):
         self.lateness_ms = int(allowed_lateness_s * 1000)
         self.thresholds = thresholds
         # Enough entries for the 20-return z-score of a window that is still
-        # taking LATE panes while the windows after it are already in. A
-        # window fires LATE panes until the window step's garbage collection
-        # (lateness + GRACE_WINDOWS): on Flink (Java ReduceFnRunner) every
-        # window fires one last, repeated LATE pane then, which must get the
-        # same history as its ON_TIME pane, not a truncated one.
-        self.history_limit = (config.HISTORY_WINDOWS + 2 + GRACE_WINDOWS
+        # taking LATE panes (for up to the allowed lateness) while the
+        # windows after it are already in.
+        self.history_limit = (config.HISTORY_WINDOWS + 2
                               + math.ceil(self.lateness_ms / self.size_ms) + 1)
         # Alert keys are kept as long as their window may fire panes.
-        self.alert_horizon_ms = self.lateness_ms + (GRACE_WINDOWS + 1) * self.size_ms
+        self.alert_horizon_ms = self.lateness_ms + self.size_ms
         self.alerts_emitted = Metrics.counter(METRICS_NAMESPACE, "alerts")
 
     def process(self, element: tuple,

@@ -1,13 +1,16 @@
 """Parsing and validation of raw tick records (DESIGN.md §3, §6).
 
-`ParseTicks` turns what a Kafka record gives (a `SourceRecord`, or the bare
-value as bytes or text, or a `(key, value)` pair as `ReadFromKafka` yields)
-into `Tick`s stamped with their event time. Every record it rejects goes to
-the `dead_letters` output as `(original_key, dead_letter_dict)` with one of
-the reasons of market/schema.py, and is counted with a Beam metric.
+`ParseTicks` turns what a source gives (a `RecordBatch` of records read
+together, a `SourceRecord`, the bare value as bytes or text, or a
+`(key, value)` pair as `ReadFromKafka` yields) into per-symbol batches of
+valid ticks. Every record it rejects goes to the `dead_letters` output as
+`(original_key, dead_letter_dict)` with one of the reasons of
+market/schema.py, and is counted with a Beam metric. No record can raise out
+of this step: an unexpected error while handling one record dead-letters
+that record as `internal_error` with the error text.
 
-This step is stateless: duplicates and late ticks are recognised by the
-screening step of `WindowedBars`, which owns the per-symbol state.
+This step is stateless: duplicates and late ticks are recognised by
+`ComputeBars`, which owns the per-symbol state.
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
-from market import codec, schema
+from market import codec, config, schema
+from transforms.combining import KEY, RAW, SOURCE
 
 METRICS_NAMESPACE = "market.transforms"
 DEAD_LETTERS_TAG = "dead_letters"
@@ -85,86 +90,150 @@ class TickError(ValueError):
         self.detail = detail
 
 
+def _describe(value: Any) -> str:
+    """A short, safe description of a JSON value for an error message.
+
+    Never a full repr: a value may be nested thousands deep or megabytes
+    long, and formatting it must not fail or blow up the dead letter.
+    """
+    if isinstance(value, str):
+        return repr(value[:64]) + ("..." if len(value) > 64 else "")
+    if isinstance(value, bool) or value is None:
+        return "true" if value is True else "false" if value is False else "null"
+    if isinstance(value, int):
+        text = str(value) if value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
+        return text
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return f"an object of {len(value)} fields"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    return type(value).__name__
+
+
 def _is_number(value: Any) -> bool:
     # bool is an int subclass, but `"price": true` is a producer bug.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    kind = type(value)
+    return kind is float or kind is int
 
 
 def parse_timestamp(value: Any) -> int:
     """Event time in epoch ms from an int (epoch ms) or an ISO-8601 string with offset."""
-    if isinstance(value, str):
+    if type(value) is int:
+        millis = value
+    elif isinstance(value, str):
+        if len(value) > 64:
+            raise TickError(schema.REASON_INVALID_TIMESTAMP, f"timestamp is not ISO-8601: {_describe(value)}")
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp is not ISO-8601: {value[:64]!r}") from None
-        if parsed.tzinfo is None:
+                            f"timestamp is not ISO-8601: {_describe(value)}") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp needs a UTC offset: {value[:64]!r}")
-        millis = (parsed - _EPOCH) // _ONE_MS
-    elif _is_number(value):
+                            f"timestamp needs a UTC offset: {_describe(value)}")
+        try:
+            millis = (parsed - _EPOCH) // _ONE_MS
+        except OverflowError:
+            raise TickError(schema.REASON_INVALID_TIMESTAMP,
+                            f"timestamp out of range: {_describe(value)}") from None
+    elif type(value) is float:
         # JSON encoders sometimes write 1.764e12 for an integral value: accept
         # that, reject a fractional millisecond count rather than guess.
-        if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        if not (math.isfinite(value) and value.is_integer()):
             raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp must be integral epoch ms, got {value!r}")
+                            f"timestamp must be integral epoch ms, got {_describe(value)}")
         millis = int(value)
     else:
         raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                        f"timestamp must be epoch ms or an ISO-8601 string, got {type(value).__name__}")
+                        f"timestamp must be epoch ms or an ISO-8601 string, got {_describe(value)}")
     if not schema.MIN_EVENT_MS <= millis <= schema.MAX_EVENT_MS:
         raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                        f"timestamp {value!r} is outside the years "
+                        f"timestamp {_describe(value)} is outside the years "
                         f"{schema.MIN_EVENT_YEAR}-{schema.MAX_EVENT_YEAR}")
     return millis
 
 
-def parse_tick(value: bytes | str, source: tuple | None = None) -> Tick:
-    """Validate one raw tick value; raises `TickError` with the dead-letter reason."""
+# symbol as sent → normalised symbol, for symbols already validated: a feed
+# repeats a few dozen symbols, so the pattern runs once per symbol, not per tick.
+_KNOWN_SYMBOLS: dict[str, str] = {}
+_KNOWN_SYMBOLS_MAX = 100_000
+
+
+def _symbol(symbol: Any) -> str:
+    known = _KNOWN_SYMBOLS.get(symbol) if type(symbol) is str else None
+    if known is not None:
+        return known
+    if type(symbol) is not str or not schema.SYMBOL_PATTERN.fullmatch(symbol):
+        raise TickError(schema.REASON_INVALID_SYMBOL,
+                        f"symbol must be 1-16 chars of A-Z a-z 0-9 . - _ / : = ^, got {_describe(symbol)}")
+    if len(_KNOWN_SYMBOLS) >= _KNOWN_SYMBOLS_MAX:
+        _KNOWN_SYMBOLS.clear()
+    _KNOWN_SYMBOLS[symbol] = upper = symbol.upper()
+    return upper
+
+
+def _fields(value: bytes | str, latest_ms: int | None) -> tuple:
+    """(symbol, price, volume, timestamp_ms, seq) of a valid tick value, else TickError."""
     try:
         data = codec.loads(value)
     except codec.JSONDecodeError as exc:
-        raise TickError(schema.REASON_INVALID_JSON, f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise TickError(schema.REASON_NOT_AN_OBJECT,
-                        f"a tick is a JSON object, got {type(data).__name__}")
-    for field in schema.TICK_REQUIRED:
-        if data.get(field) is None:
-            raise TickError(schema.REASON_MISSING_FIELD, f"missing field {field!r}")
+        raise TickError(schema.REASON_INVALID_JSON, f"not valid JSON: {str(exc)[:200]}") from None
+    if type(data) is not dict:
+        raise TickError(schema.REASON_NOT_AN_OBJECT, f"a tick is a JSON object, got {_describe(data)}")
+    get = data.get
+    symbol, price, volume, stamp = get("symbol"), get("price"), get("volume"), get("timestamp")
+    if symbol is None or price is None or volume is None or stamp is None:
+        for field in schema.TICK_REQUIRED:
+            if get(field) is None:
+                raise TickError(schema.REASON_MISSING_FIELD, f"missing field {field!r}")
+    symbol = _symbol(symbol)
+    if not _is_number(price) or not schema.MIN_PRICE <= price <= schema.MAX_PRICE:
+        raise TickError(schema.REASON_INVALID_PRICE,
+                        f"price must be a number in [{schema.MIN_PRICE:g}, {schema.MAX_PRICE:g}], "
+                        f"got {_describe(price)}")
+    if not _is_number(volume) or not 0 <= volume <= schema.MAX_VOLUME:
+        raise TickError(schema.REASON_INVALID_VOLUME,
+                        f"volume must be a number in [0, {schema.MAX_VOLUME:g}], got {_describe(volume)}")
+    timestamp = parse_timestamp(stamp)
+    if latest_ms is not None and timestamp > latest_ms:
+        raise TickError(schema.REASON_INVALID_TIMESTAMP,
+                        f"timestamp {timestamp} is {(timestamp - latest_ms) / 1000:.3f} s past the "
+                        f"allowed future (--max_future_s) of the clock when it was read")
+    seq = get("seq")
+    if seq is not None and (type(seq) is not int or seq < 0 or seq > _MAX_SEQ):
+        raise TickError(schema.REASON_INVALID_SEQ, f"seq must be an integer in [0, 2^63), got {_describe(seq)}")
+    return symbol, float(price), float(volume), timestamp, seq
 
-    symbol = data["symbol"]
-    if not isinstance(symbol, str) or not schema.SYMBOL_PATTERN.match(symbol):
-        raise TickError(schema.REASON_INVALID_SYMBOL,
-                        f"symbol must be 1-16 chars of A-Z a-z 0-9 . - _ / : = ^, got {symbol!r:.64}")
 
-    price = data["price"]
-    if not _is_number(price) or not math.isfinite(price) or price <= 0:
-        raise TickError(schema.REASON_INVALID_PRICE, f"price must be a finite number > 0, got {price!r:.64}")
+_MAX_SEQ = 2 ** 63 - 1  # a seq must fit the int64 the coders and Kafka tools use
 
-    volume = data["volume"]
-    if not _is_number(volume) or not math.isfinite(volume) or volume < 0:
-        raise TickError(schema.REASON_INVALID_VOLUME, f"volume must be a finite number >= 0, got {volume!r:.64}")
-    if not math.isfinite(price * volume):
-        # price·volume feeds the VWAP sum; an overflow would poison the bar.
-        raise TickError(schema.REASON_INVALID_VOLUME, f"price x volume overflows: {price!r} x {volume!r}")
 
-    timestamp = parse_timestamp(data["timestamp"])
+def parse_tick(value: bytes | str, source: tuple | None = None, *,
+               now_ms: int | None = None, max_future_s: float | None = None) -> Tick:
+    """Validate one raw tick value; raises `TickError` with the dead-letter reason.
 
-    seq = data.get("seq")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or seq < 0):
-        raise TickError(schema.REASON_INVALID_SEQ, f"seq must be an integer >= 0, got {seq!r:.64}")
-
-    return Tick(symbol.upper(), float(price), float(volume), timestamp, seq, source)
+    With `max_future_s`, a tick stamped more than that ahead of `now_ms`
+    (default: the wall clock) is rejected (DESIGN.md §3).
+    """
+    latest = None
+    if max_future_s is not None:
+        latest = (int(time.time() * 1000) if now_ms is None else now_ms) + int(max_future_s * 1000)
+    symbol, price, volume, timestamp, seq = _fields(value, latest)
+    return Tick(symbol, price, volume, timestamp, seq, source)
 
 
 def raw_text(value: Any) -> str:
     """The original value as text for a dead letter; undecodable bytes stay visible."""
+    if value is None:
+        return ""  # a tombstone: there was no value (the reason says so)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        text = bytes(value).decode("utf-8", errors="backslashreplace")
+        text = bytes(value[:RAW_MAX_CHARS * 4]).decode("utf-8", errors="backslashreplace")
     elif isinstance(value, str):
         text = value
     else:
-        text = repr(value)
+        text = type(value).__name__
     return text[:RAW_MAX_CHARS]
 
 
@@ -181,17 +250,21 @@ def dead_letter(reason: str, detail: str, raw: Any,
     }
 
 
-def tick_json(tick: Tick) -> bytes:
-    """The tick as DESIGN.md §3 JSON (used as `raw` once the original bytes are gone)."""
-    data = {"symbol": tick.symbol, "price": tick.price, "volume": tick.volume,
-            "timestamp": tick.timestamp}
-    if tick.seq is not None:
-        data["seq"] = tick.seq
-    return codec.dumps(data)
+def tick_dead_letter(reason: str, detail: str, tick: tuple) -> tuple:
+    """(original key, dead letter) of a parsed tick tuple rejected by a later step."""
+    return tick[KEY], dead_letter(reason, detail, tick[RAW], tick[SOURCE])
+
+
+def _error_text(exc: BaseException) -> str:
+    try:
+        text = f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose str() fails too
+        text = type(exc).__name__
+    return text[:500]
 
 
 def _unpack(element: Any) -> tuple[Any, bytes | None, tuple | None]:
-    """(value, key, source) of an input element, whatever shape it came in."""
+    """(value, key, source) of a single input element, whatever shape it came in."""
     if isinstance(element, SourceRecord):
         has_source = element.topic is not None or element.partition is not None or element.offset is not None
         source = (element.topic, element.partition, element.offset) if has_source else None
@@ -203,50 +276,104 @@ def _unpack(element: Any) -> tuple[Any, bytes | None, tuple | None]:
 
 
 class ParseTickFn(beam.DoFn):
-    """Validates raw records; emits timestamped `Tick`s, rejects to `dead_letters`."""
+    """Validates raw records; rejects to `dead_letters` at once, and emits the
+    valid ticks as one `(symbol, (ticks, read_watermark_ms))` batch per symbol
+    and bundle when the bundle finishes.
 
-    def __init__(self) -> None:
+    A tick is the tuple (price, volume, timestamp_ms, seq, source, key, raw)
+    of transforms/combining.py. Batching here is what makes the keyed bar
+    step cheap on a portable runner (one state access and one element per
+    symbol and bundle, not per tick). The batches are stamped with their
+    earliest tick's event time; the runner finishes a bundle before it
+    forwards the watermark past it, so a batch is never later than its
+    ticks would have been.
+    """
+
+    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S) -> None:
+        self.max_future_ms = None if max_future_s is None else int(max_future_s * 1000)
         self.parsed = Metrics.counter(METRICS_NAMESPACE, "ticks_parsed")
         self.rejected = {reason: Metrics.counter(METRICS_NAMESPACE, f"dead_letters_{reason}")
                          for reason in schema.DEAD_LETTER_REASONS}
 
-    def process(self, element: Any):
-        value, key, source = _unpack(element)
-        if value is None:
-            # A Kafka tombstone: no value at all, still a record we received.
-            error = TickError(schema.REASON_MISSING_FIELD, "record has no value")
-        elif not isinstance(value, (bytes, bytearray, memoryview, str)):
-            error = TickError(schema.REASON_INVALID_JSON,
-                              f"record value must be bytes or text, got {type(value).__name__}")
+    def start_bundle(self) -> None:
+        # (window, symbol) -> [earliest event ms, read watermark ms or None, [ticks]]
+        self._batches: dict[tuple[Any, str], list] = {}
+
+    def process(self, element: Any, win=beam.DoFn.WindowParam):
+        latest = None if self.max_future_ms is None else int(time.time() * 1000) + self.max_future_ms
+        if isinstance(element, RecordBatch):
+            watermark = element.read_watermark_ms
+            topic = element.topic
+            for value, key, partition, offset in zip(element.values, element.keys,
+                                                     element.partitions, element.offsets):
+                letter = self._one(value, key, (topic, partition, offset), latest, watermark, win)
+                if letter is not None:
+                    yield letter
         else:
-            if isinstance(value, (bytearray, memoryview)):
+            value, key, source = _unpack(element)
+            letter = self._one(value, key, source, latest, None, win)
+            if letter is not None:
+                yield letter
+
+    def _one(self, value: Any, key: Any, source: tuple | None, latest: int | None,
+             watermark: int | None, win: Any):
+        """Batch one record's tick; return its dead letter instead if it is not one."""
+        try:
+            if value is None:
+                # A Kafka tombstone: no value at all, still a record we received.
+                raise TickError(schema.REASON_MISSING_FIELD, "record has no value (a tombstone)")
+            if not isinstance(value, (bytes, str)):
+                if not isinstance(value, (bytearray, memoryview)):
+                    raise TickError(schema.REASON_INVALID_JSON,
+                                    f"record value must be bytes or text, got {type(value).__name__}")
                 value = bytes(value)
-            try:
-                tick = parse_tick(value, source)
-            except TickError as exc:
-                error = exc
+            symbol, price, volume, timestamp, seq = _fields(value, latest)
+            batch = self._batches.get((win, symbol))
+            if batch is None:
+                self._batches[(win, symbol)] = batch = [timestamp, watermark, []]
             else:
-                self.parsed.inc()
-                yield TimestampedValue(tick, tick.timestamp / 1000.0)
-                return
-        counter = self.rejected.get(error.reason)
+                if timestamp < batch[0]:
+                    batch[0] = timestamp
+                if watermark is not None and (batch[1] is None or watermark > batch[1]):
+                    batch[1] = watermark
+            batch[2].append((price, volume, timestamp, seq, source, key, value))
+            self.parsed.inc()
+            return None
+        except TickError as exc:
+            reason, detail = exc.reason, exc.detail
+        except Exception as exc:  # noqa: BLE001 - one record must never fail the pipeline
+            reason, detail = schema.REASON_INTERNAL_ERROR, _error_text(exc)
+        counter = self.rejected.get(reason)
         if counter is not None:
             counter.inc()
-        yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, (key, dead_letter(error.reason, error.detail, value, source)))
+        try:
+            letter = dead_letter(reason, detail, value, source)
+        except Exception as exc:  # noqa: BLE001 - e.g. a source that is not a triple
+            letter = dead_letter(schema.REASON_INTERNAL_ERROR, _error_text(exc), None, None)
+        return pvalue.TaggedOutput(DEAD_LETTERS_TAG, (key if isinstance(key, bytes) else None, letter))
+
+    def finish_bundle(self):
+        batches, self._batches = self._batches, {}
+        for (win, symbol), (earliest, watermark, ticks) in batches.items():
+            yield WindowedValue((symbol, (ticks, watermark)),
+                                Timestamp(micros=earliest * 1000), (win,))
 
 
 class ParsedTicks(NamedTuple):
     """The outputs of `ParseTicks`."""
 
-    ticks: beam.PCollection
-    dead_letters: beam.PCollection
+    ticks: beam.PCollection         # (symbol, (tick tuples, read_watermark_ms or None))
+    dead_letters: beam.PCollection  # (original key, dead letter dict)
 
 
 class ParseTicks(beam.PTransform):
-    """Raw records → event-timestamped `Tick`s, plus `(key, dead_letter)` rejects."""
+    """Raw records → per-symbol batches of valid ticks, plus `(key, dead_letter)` rejects."""
+
+    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S) -> None:
+        super().__init__()
+        self.max_future_s = max_future_s
 
     def expand(self, records: beam.PCollection) -> ParsedTicks:
-        outputs = records | "ValidateTicks" >> beam.ParDo(ParseTickFn()).with_outputs(
+        outputs = records | "ValidateTicks" >> beam.ParDo(ParseTickFn(self.max_future_s)).with_outputs(
             DEAD_LETTERS_TAG, main="ticks")
         return ParsedTicks(ticks=outputs.ticks, dead_letters=outputs[DEAD_LETTERS_TAG])
-

@@ -1,4 +1,4 @@
-"""WindowedBars on TestStream scripts: panes, lateness, ordering, duplicates.
+"""ComputeBars on TestStream scripts: panes, lateness, ordering, duplicates.
 
 Expected bars come from tests/reference.py's `window_bar` (written from
 DESIGN.md) or from numbers worked out by hand in the test.
@@ -8,17 +8,18 @@ from __future__ import annotations
 import apache_beam as beam
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to_per_window
-from apache_beam.transforms.window import IntervalWindow
+from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 
 from market import schema
 from tests.reference import close_enough, window_bar
 from tests.transforms.streams import MINUTE, T0, at, record, run, streaming_options
-from transforms import ParseTicks, WindowedBars
+from transforms import ComputeBars, ParseTicks, RecordBatch
+from transforms.bars import zero_clock
 
 
 def bars_and_dead_letters(early_firing_s: float = 5):
     def build(records):
-        bars = (records | ParseTicks()).ticks | WindowedBars(early_firing_s=early_firing_s)
+        bars = (records | ParseTicks()).ticks | ComputeBars(early_firing_s=early_firing_s, clock=zero_clock)
         return {"bars": bars.bars, "dead": bars.dead_letters}
     return build
 
@@ -60,8 +61,9 @@ def test_early_on_time_and_late_panes_and_too_late_dead_letter():
                                             (103.0, 100, T0 + 3_000, 3), (98.0, 50, T0 + 4_000, 4)])
     assert panes[3]["close"] == 98.0 and panes[3]["low"] == 98.0
     assert panes[3]["vwap"] == (100 * 100 + 101 * 100 + 103 * 100 + 98 * 50) / 350
-    assert [(key, letter["reason"]) for key, letter in out["dead"]] == [(b"AAPL", "late")]
-    assert '"price":50.0' in out["dead"][0][1]["raw"]
+    # The dead letter keeps the record's original key (none here) and text.
+    assert [(key, letter["reason"]) for key, letter in out["dead"]] == [(None, "late")]
+    assert out["dead"][0][1]["raw"] == record("AAPL", 50.0, T0 + 5_000, 5).value.decode()
 
 
 def test_on_time_pane_is_complete_without_early_firings():
@@ -72,7 +74,7 @@ def test_on_time_pane_is_complete_without_early_firings():
               .advance_watermark_to_infinity())
     # equal_to_per_window checks the bars stay in their event-time window.
     with beam.Pipeline(options=streaming_options()) as p:
-        bars = ((p | stream | ParseTicks()).ticks | WindowedBars(early_firing_s=0)).bars
+        bars = ((p | stream | ParseTicks()).ticks | ComputeBars(early_firing_s=0)).bars
         summary = bars | beam.Map(lambda b: (b["pane"], b["open"], b["close"], b["tick_count"]))
         assert_that(summary, equal_to_per_window({
             IntervalWindow(at(T0), at(T0 + MINUTE)): [("ON_TIME", 400.0, 404.0, 2)]}),
@@ -130,8 +132,8 @@ def test_duplicates_are_dropped_once_and_reported():
     [bar] = out["bars"]
     assert bar["tick_count"] == 4 and bar["volume"] == 400
     assert sorted((key, letter["reason"]) for key, letter in out["dead"]) == [
-        (b"ETH-USD", "duplicate"), (b"ETH-USD", "duplicate")]
-    assert all('"seq":42' in letter["raw"] for _, letter in out["dead"])
+        (None, "duplicate"), (None, "duplicate")]
+    assert all('"seq": 42' in letter["raw"] for _, letter in out["dead"])
 
 
 def test_late_tick_for_a_quiet_window_of_a_ticking_symbol_is_judged():
@@ -146,12 +148,82 @@ def test_late_tick_for_a_quiet_window_of_a_ticking_symbol_is_judged():
               .advance_watermark_to_infinity())
     out = run(stream, bars_and_dead_letters(early_firing_s=0))
     assert sorted((b["window_start"] - T0) // MINUTE for b in out["bars"]) == [0, 2, 3, 4]
-    assert [(key, letter["reason"]) for key, letter in out["dead"]] == [(b"SPY", "late")]
+    assert [(key, letter["reason"]) for key, letter in out["dead"]] == [(None, "late")]
 
 
-def test_too_late_first_tick_of_an_unseen_symbol_lands_in_a_late_pane_not_in_silence():
-    # The documented limit: with no running clock for the symbol, the screen
-    # cannot prove the tick too late; the window step's grace keeps it.
+def batch(values: list, watermark_ms: int, keys: list | None = None) -> TimestampedValue:
+    """Records read together while the source's watermark was `watermark_ms` (as the Kafka read gives them)."""
+    n = len(values)
+    return TimestampedValue(RecordBatch(values, keys or [None] * n, "raw_stock_ticks", [0] * n,
+                                        list(range(n)), watermark_ms), at(watermark_ms))
+
+
+def test_too_late_first_tick_of_an_unseen_symbol_is_a_late_dead_letter():
+    # The source's watermark says the new symbol's first tick is past its
+    # window's lateness: a dead letter with the original key and text, and
+    # the other symbol's bar is unaffected.
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([batch([record("AAA", 10.0, T0 + 1_000, 1).value], T0)])
+              .advance_watermark_to(at(T0 + MINUTE + 40_000))
+              .add_elements([batch([record("NEW", 7.0, T0 + 2_000, 1).value], T0 + MINUTE + 40_000, [b"new"])])
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    assert [(b["symbol"], b["pane"], b["tick_count"]) for b in out["bars"]] == [("AAA", "ON_TIME", 1)]
+    assert [(key, letter["reason"], letter["raw"]) for key, letter in out["dead"]] == [
+        (b"new", "late", record("NEW", 7.0, T0 + 2_000, 1).value.decode())]
+
+
+def test_old_first_tick_of_a_new_symbol_does_not_hold_back_other_symbols():
+    # Years-old first tick, then current ticks of the same symbol: the old
+    # one is late, and the other symbol's next windows close on time.
+    old = T0 - 3 * 365 * 24 * 3600 * 1000
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([batch([record("OLD", 5.0, old, 1).value, record("OLD", 6.0, T0 + 1_000, 2).value,
+                                    record("SPY", 500.0, T0 + 2_000, 1).value], T0)])
+              .advance_watermark_to(at(T0 + MINUTE))
+              .add_elements([batch([record("SPY", 501.0, T0 + MINUTE + 1_000, 2).value], T0 + MINUTE)])
+              .advance_watermark_to(at(T0 + 2 * MINUTE))
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    got = sorted((b["symbol"], (b["window_start"] - T0) // MINUTE, b["pane"], b["tick_count"]) for b in out["bars"])
+    assert got == [("OLD", 0, "ON_TIME", 1), ("SPY", 0, "ON_TIME", 1), ("SPY", 1, "ON_TIME", 1)]
+    assert [letter["reason"] for _, letter in out["dead"]] == ["late"]
+
+
+def test_first_tick_of_a_window_already_past_its_end_is_a_late_pane():
+    # Within the allowed lateness, but the source's watermark had passed the
+    # window's end before the window's first tick: its first pane is LATE.
+    stream = (TestStream()
+              .advance_watermark_to(at(T0 + MINUTE + 10_000))
+              .add_elements([batch([record("IBM", 130.0, T0 + 50_000, 1).value], T0 + MINUTE + 10_000)])
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    assert [(b["pane"], b["pane_index"], b["is_final"], b["tick_count"]) for b in out["bars"]] == [
+        ("LATE", 0, True, 1)]
+
+
+def test_exact_duplicates_only_a_reused_seq_with_other_content_is_processed():
+    # A restarted source reusing seq 1 and 2 with other prices loses nothing;
+    # an exact copy is a duplicate.
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([record("BTC-USD", 90000.0, T0 + 1_000, 1), record("BTC-USD", 90010.0, T0 + 2_000, 2)])
+              .add_elements([record("BTC-USD", 90020.0, T0 + 3_000, 1), record("BTC-USD", 90030.0, T0 + 4_000, 2),
+                             record("BTC-USD", 90010.0, T0 + 2_000, 2)])
+              .advance_watermark_to(at(T0 + MINUTE))
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    [bar] = out["bars"]
+    assert (bar["tick_count"], bar["close"]) == (4, 90030.0)
+    assert [letter["reason"] for _, letter in out["dead"]] == ["duplicate"]
+
+
+def test_plain_records_without_a_source_watermark_end_in_a_bar_not_in_silence():
+    # The documented limit: a plain record (no RecordBatch, so no source
+    # watermark) whose window no timer of its symbol has closed cannot be
+    # proved late; it ends in a bar of its own.
     stream = (TestStream()
               .advance_watermark_to(at(T0))
               .add_elements([record("AAA", 10.0, T0 + 1_000, 1)])
@@ -160,4 +232,4 @@ def test_too_late_first_tick_of_an_unseen_symbol_lands_in_a_late_pane_not_in_sil
               .advance_watermark_to_infinity())
     out = run(stream, bars_and_dead_letters(early_firing_s=0))
     new = [(b["pane"], b["tick_count"]) for b in out["bars"] if b["symbol"] == "NEW"]
-    assert new == [("LATE", 1)] and out["dead"] == []
+    assert new == [("ON_TIME", 1)] and out["dead"] == []

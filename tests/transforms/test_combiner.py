@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.reference import window_bar
-from transforms.bars import BarCombineFn, PartialBarsCombineFn, bar_stats
+from transforms.combining import BarCombineFn, add_ticks, bar_stats, bar_stats_of, new_accumulator
 
 T0 = 1764063000000
 
@@ -78,31 +78,19 @@ def test_empty_accumulators_merge_to_nothing():
 
 @settings(max_examples=200, deadline=None)
 @given(ticks=ticks_strategy, seed=st.integers(0, 2**32 - 1))
-def test_partial_bars_of_any_batches_merge_to_the_one_pass_bar(ticks, seed):
-    # What the window step does: the screening step sums each batch into a
-    # partial bar; PartialBarsCombineFn adds those up.
+def test_batches_added_in_any_order_give_the_one_pass_bar(ticks, seed):
+    # What the bar step does: each batch of a window is added at once
+    # (min/max/fsum in C). open/close/high/low/count are exact; each batch's
+    # sums are rounded once, so the averages agree to far better than 1e-12.
     rng = random.Random(seed)
-    ticks_fn, partial_fn = BarCombineFn(), PartialBarsCombineFn()
-    cuts = sorted(rng.sample(range(len(ticks) + 1), k=min(len(ticks) + 1, rng.randint(1, 6))))
-    partials = []
-    for a, b in zip([0, *cuts], [*cuts, len(ticks)]):
-        acc = ticks_fn.create_accumulator()
-        for tick in ticks[a:b]:
-            acc = ticks_fn.add_input(acc, tick)
-        partials.append(acc)
-    rng.shuffle(partials)
-    acc = partial_fn.create_accumulator()
-    for partial in partials:
-        acc = partial_fn.add_input(acc, partial)
-    assert partial_fn.extract_output(acc) == bar_stats(ticks)  # bit-for-bit
-
-
-def test_partial_bars_combine_also_takes_single_ticks():
-    # A window restored from a checkpoint of the per-tick version holds ticks.
-    ticks = [(100.0, 5.0, T0, 1, None), (101.0, 1.0, T0 + 5, 2, None), (99.0, 2.0, T0 + 9, 3, None)]
-    ticks_fn, partial_fn = BarCombineFn(), PartialBarsCombineFn()
-    partial = ticks_fn.add_input(ticks_fn.create_accumulator(), ticks[1])
-    acc = partial_fn.create_accumulator()
-    for element in (ticks[0], partial, ticks[2]):
-        acc = partial_fn.add_input(acc, element)
-    assert partial_fn.extract_output(acc) == bar_stats(ticks)
+    shuffled = list(ticks)
+    rng.shuffle(shuffled)
+    cuts = sorted(rng.sample(range(len(shuffled) + 1), k=min(len(shuffled) + 1, rng.randint(1, 6))))
+    acc = new_accumulator()
+    for a, b in zip([0, *cuts], [*cuts, len(shuffled)]):
+        add_ticks(acc, shuffled[a:b])
+    got, want = bar_stats_of(acc), bar_stats(ticks)
+    assert (got.open, got.close, got.high, got.low, got.tick_count) == (
+        want.open, want.close, want.high, want.low, want.tick_count)
+    for name in ("average_price", "vwap", "volume"):
+        assert math.isclose(getattr(got, name), getattr(want, name), rel_tol=1e-12, abs_tol=1e-300), name

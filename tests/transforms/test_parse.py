@@ -35,6 +35,14 @@ BAD_RECORDS = [
     (schema.REASON_INVALID_SYMBOL, b'{"symbol": 42, "price": 189.23, "volume": 100, "timestamp": 1764063000123}'),
     (schema.REASON_INVALID_SEQ, b'{"symbol": "AAPL", "price": 189.23, "volume": 100, "timestamp": 1764063000123, "seq": "42"}'),
     (schema.REASON_INVALID_SEQ, b'{"symbol": "AAPL", "price": 189.23, "volume": 100, "timestamp": 1764063000123, "seq": -1}'),
+    # DESIGN.md §3 bounds: nothing summed or logged over a window can overflow or underflow.
+    (schema.REASON_INVALID_PRICE, b'{"symbol": "AAPL", "price": 1e308, "volume": 100, "timestamp": 1764063000123}'),
+    (schema.REASON_INVALID_PRICE, b'{"symbol": "AAPL", "price": 5e-324, "volume": 100, "timestamp": 1764063000123}'),
+    (schema.REASON_INVALID_VOLUME, b'{"symbol": "AAPL", "price": 1.5, "volume": 1e16, "timestamp": 1764063000123}'),
+    (schema.REASON_INVALID_SYMBOL, b'{"symbol": "AAPL\\n", "price": 189.23, "volume": 100, "timestamp": 1764063000123}'),
+    (schema.REASON_INVALID_TIMESTAMP, b'{"symbol": "AAPL", "price": 189.23, "volume": 100, "timestamp": "1999-12-31T23:59:59Z"}'),
+    (schema.REASON_INVALID_PRICE, b'{"symbol": "AAPL", "price": ' + b"[" * 1000 + b"]" * 1000 + b', "volume": 1, "timestamp": 1764063000123}'),
+    (schema.REASON_INVALID_SEQ, b'{"symbol": "AAPL", "price": 1.5, "volume": 1, "timestamp": 1764063000123, "seq": 99999999999999999999999}'),
 ]
 
 
@@ -72,10 +80,12 @@ def test_every_input_shape_and_every_dead_letter_reaches_its_output():
     ]
     with TestPipeline() as pipeline:
         parsed = pipeline | beam.Create(records, reshuffle=False) | ParseTicks()
-        assert_that(parsed.ticks, equal_to([
-            Tick("AAPL", 189.23, 100.0, 1764063000123, 42, ("raw_stock_ticks", 1, 1233)),
-            Tick("AAPL", 189.23, 100.0, 1764063000123, 42, None),
-            Tick("AAPL", 189.23, 100.0, 1764063000123, 43, None),
+        # One batch per symbol and bundle: (symbol, (ticks, source watermark)).
+        ticks = parsed.ticks | beam.FlatMap(lambda kv: [(kv[0], *tick[:6]) for tick in kv[1][0]])
+        assert_that(ticks, equal_to([
+            ("AAPL", 189.23, 100.0, 1764063000123, 42, ("raw_stock_ticks", 1, 1233), b"AAPL"),
+            ("AAPL", 189.23, 100.0, 1764063000123, 42, None, None),
+            ("AAPL", 189.23, 100.0, 1764063000123, 43, None, b"AAPL"),
         ]), label="Ticks")
         summary = parsed.dead_letters | beam.Map(
             lambda kv: (kv[0], kv[1]["reason"], kv[1]["raw"], kv[1]["source"]["offset"],
@@ -84,12 +94,22 @@ def test_every_input_shape_and_every_dead_letter_reaches_its_output():
         assert_that(summary, equal_to([
             *[(b"AAPL", reason, value.decode("utf-8", "backslashreplace"), n, True)
               for n, (reason, value) in enumerate(BAD_RECORDS)],
-            (b"AAPL", schema.REASON_MISSING_FIELD, "None", 7, True),
+            (b"AAPL", schema.REASON_MISSING_FIELD, "", 7, True),
         ]), label="DeadLetters")
 
 
-def test_ticks_carry_their_event_time():
+def test_batches_carry_their_earliest_event_time():
+    later = GOOD.replace(b"1764063000123", b"1764063000999")
     with TestPipeline() as pipeline:
-        stamps = ((pipeline | beam.Create([GOOD]) | ParseTicks()).ticks
-                  | beam.Map(lambda tick, ts=beam.DoFn.TimestampParam: ts.micros))
-        assert_that(stamps, equal_to([1764063000123 * 1000]))
+        stamps = ((pipeline | beam.Create([later, GOOD], reshuffle=False) | ParseTicks()).ticks
+                  | beam.Map(lambda batch, ts=beam.DoFn.TimestampParam: (len(batch[1][0]), ts.micros)))
+        assert_that(stamps, equal_to([(2, 1764063000123 * 1000)]))
+
+
+def test_a_tick_from_the_future_is_rejected():
+    now = 1764063000000
+    future = GOOD.replace(b"1764063000123", str(now + 61_000).encode())
+    with pytest.raises(Exception) as raised:
+        parse_tick(future, now_ms=now, max_future_s=60)
+    assert raised.value.reason == schema.REASON_INVALID_TIMESTAMP
+    assert parse_tick(future, now_ms=now + 2_000, max_future_s=60).timestamp == now + 61_000
