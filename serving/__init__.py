@@ -20,6 +20,7 @@ from serving import errors, settings
 from serving import state as serving_state
 from serving import ws
 from serving.api import bp as api_bp
+from serving.metrics import method_label
 
 
 class OrjsonProvider(JSONProvider):
@@ -59,9 +60,10 @@ def _time_requests(app: Flask, metrics: Any) -> None:
     @app.after_request
     def observe(response: Response) -> Response:
         started = g.get("request_started")
-        # The route template, not the URL, keeps the label set small.
+        # The route template, not the URL, and known methods only keep the label set small.
         endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
         if started is not None and endpoint != "/ws":
-            metrics.request_latency.labels(request.method, endpoint, str(response.status_code)).observe(
+            metrics.request_latency.labels(method_label(request.method), endpoint,
+                                           str(response.status_code)).observe(
                 time.perf_counter() - started)
         return response

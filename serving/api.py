@@ -37,12 +37,10 @@ def trends_latest() -> Response:
 
 @bp.get("/api/v1/trends/<path:symbol>")
 def trends(symbol: str) -> Response:
-    """Bars of one symbol, oldest first, the newest `limit` within [from, to]."""
+    """Bars of one symbol, oldest first, the newest `limit` within [from, to] (from after to: none)."""
     symbol = params.parse_symbol(symbol)
     start = params.parse_time("from", request.args.get("from"))
     end = params.parse_time("to", request.args.get("to"))
-    if start is not None and end is not None and start > end:
-        raise ApiError(400, "bad_range", f"from ({start}) is after to ({end})")
     limit = params.parse_limit(request.args.get("limit"), mc.REST_DEFAULT_LIMIT, mc.REST_MAX_LIMIT)
     _require_ready()
     store = state().store
@@ -55,7 +53,7 @@ def trends(symbol: str) -> Response:
 def alerts() -> Response:
     """Recent alerts newest first, filtered by symbol, type and detected_at >= from."""
     symbol_arg = request.args.get("symbol")
-    symbol = params.parse_symbol(symbol_arg) if symbol_arg else None
+    symbol = params.parse_symbol(symbol_arg) if symbol_arg is not None else None
     alert_type = params.parse_alert_type(request.args.get("type"))
     since = params.parse_time("from", request.args.get("from"))
     limit = params.parse_limit(request.args.get("limit"), mc.REST_DEFAULT_LIMIT, mc.REST_MAX_LIMIT)

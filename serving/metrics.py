@@ -1,7 +1,19 @@
-"""Prometheus metrics of one app, in its own registry so several apps (tests) can coexist."""
+"""Prometheus metrics of one app, in its own registry so several apps (tests) can coexist.
+
+Every label takes values from a small fixed set (topics of the config,
+reasons, route templates, known HTTP methods), so no client can grow /metrics.
+"""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Any other method (a client may send "FOO") is counted as "other".
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request's method as a bounded label value."""
+    return method if method in HTTP_METHODS else "other"
 
 
 class Metrics:
@@ -11,8 +23,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.consumed = Counter("serving_messages_consumed", "Kafka records consumed", ["topic"], registry=r)
-        self.rejected = Counter("serving_messages_rejected", "Kafka records that were not a valid bar/alert",
-                                ["topic"], registry=r)
+        self.rejected = Counter("serving_messages_rejected",
+                                "Kafka records skipped because they are not a valid bar/alert, by reason",
+                                ["topic", "reason"], registry=r)
         self.lag = Gauge("serving_consumer_lag", "High watermark minus position, per partition",
                          ["topic", "partition"], registry=r)
         self.ready = Gauge("serving_ready", "1 when history is replayed and the broker answers", registry=r)
@@ -25,6 +38,11 @@ class Metrics:
                                  registry=r)
         self.ws_overflows = Counter("serving_websocket_overflows",
                                     "Slow WebSocket clients closed with 1008", registry=r)
+        self.ws_rate_limited = Counter("serving_websocket_rate_limited",
+                                       "WebSocket clients closed with 1008 for sending too many messages", registry=r)
+        self.ws_refused = Counter("serving_websocket_refused",
+                                  "WebSocket connections refused: origin (403) or full (1013)", ["reason"],
+                                  registry=r)
         self.fanout = Histogram(
             "serving_fanout_seconds", "Time to hand one bar or alert to every subscribed WebSocket client",
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)

@@ -6,22 +6,27 @@ from typing import Any
 
 from market import config as mc
 from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, PANES, TRENDS
+from serving import params
 
 _NUM = {"type": "number"}
 _NUM_NULL = {"type": ["number", "null"]}
 _INT = {"type": "integer"}
+_SYMBOL = {"type": "string", "pattern": f"^{params.SYMBOL_PATTERN}$", "minLength": 1, "maxLength": 16}
 
 
 def _bar_schema() -> dict[str, Any]:
     props: dict[str, Any] = {f: _NUM for f in BAR_FIELDS}
     props.update({
         "symbol": {"type": "string"}, "window_start": _INT, "window_end": _INT, "tick_count": _INT,
+        "volume": {"type": "number", "minimum": 0},
         "is_volatility_anomaly": {"type": "boolean"}, "pane": {"type": "string", "enum": list(PANES)},
-        "pane_index": _INT, "is_final": {"type": "boolean"}, "log_return": _NUM_NULL,
-        "return_zscore": _NUM_NULL, "volume_ratio": _NUM_NULL, "trend": {"type": "string", "enum": list(TRENDS)},
+        "pane_index": {"type": "integer", "minimum": 0}, "is_final": {"type": "boolean"},
+        "log_return": _NUM_NULL, "return_zscore": _NUM_NULL, "volume_ratio": _NUM_NULL,
+        "sma_fast": _NUM_NULL, "sma_slow": _NUM_NULL, "trend": {"type": "string", "enum": list(TRENDS)},
         "anomalies": {"type": "array", "items": {"type": "string", "enum": list(ALERT_TYPES)}},
     })
-    return {"type": "object", "properties": props, "required": ["symbol", "window_start", "pane_index"]}
+    # serving stores only complete bars (serving/records.py), so every field is there.
+    return {"type": "object", "properties": props, "required": list(BAR_FIELDS)}
 
 
 def _alert_schema() -> dict[str, Any]:
@@ -30,12 +35,15 @@ def _alert_schema() -> dict[str, Any]:
                   "severity": {"type": "string", "enum": ["warning", "critical"]},
                   "window_start": _INT, "window_end": _INT, "value": _NUM, "threshold": _NUM,
                   "detected_at": _INT})
-    return {"type": "object", "properties": props, "required": ["alert_id", "symbol", "type"]}
+    return {"type": "object", "properties": props, "required": list(ALERT_FIELDS)}
 
 
 def _time_param(name: str, what: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": f"{what}: epoch ms or ISO-8601 "
-            "(no offset = UTC)", "schema": {"type": "string"}}
+    return {"name": name, "in": "query", "required": False,
+            "description": f"{what}: epoch ms, or an ISO-8601 date or date-time (no offset = UTC; a day past "
+                           "its month's end rolls over)",
+            "schema": {"type": "string", "pattern": f"^(?:{params.TIME_PATTERN})$",
+                       "maxLength": params.TIME_MAX_LENGTH}}
 
 
 _LIMIT = {"name": "limit", "in": "query", "required": False,
@@ -68,44 +76,57 @@ def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
                                               "responses": {"200": _json("Trends", "latest bars"), **_errors(503)}}},
             "/api/v1/trends/{symbol}": {"get": {
                 "summary": "Bars of one symbol, oldest first (latest version of each window)",
-                "parameters": [{"name": "symbol", "in": "path", "required": True, "schema": {"type": "string"}},
+                "parameters": [{"name": "symbol", "in": "path", "required": True, "schema": _SYMBOL,
+                                "description": "case-insensitive; may contain /"},
                                _time_param("from", "earliest window_start"),
                                _time_param("to", "latest window_start"), _LIMIT],
                 "responses": {"200": _json("SymbolTrends", "bars; the newest `limit` are kept"),
                               **_errors(400, 404, 503)}}},
             "/api/v1/alerts": {"get": {
                 "summary": "Recent alerts, newest first",
-                "parameters": [{"name": "symbol", "in": "query", "required": False, "schema": {"type": "string"}},
+                "parameters": [{"name": "symbol", "in": "query", "required": False, "schema": _SYMBOL},
                                {"name": "type", "in": "query", "required": False,
                                 "schema": {"type": "string", "enum": list(ALERT_TYPES)}},
                                _time_param("from", "earliest detected_at"), _LIMIT],
                 "responses": {"200": _json("Alerts", "alerts"), **_errors(400, 503)}}},
-            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json("Health", "alive")}}},
             "/readyz": {"get": {"summary": "Readiness: history replayed and broker reachable",
-                                "responses": {"200": {"description": "ready"},
-                                              "503": {"description": "replaying or broker unreachable"}}}},
+                                "responses": {"200": _json("Readiness", "ready"),
+                                              "503": _json("Readiness", "replaying or broker unreachable")}}},
             "/metrics": {"get": {"summary": "Prometheus metrics",
                                  "responses": {"200": {"description": "text exposition format",
                                                        "content": {"text/plain": {}}}}}},
             "/openapi.json": {"get": {"summary": "This document",
-                                      "responses": {"200": {"description": "OpenAPI 3 JSON"}}}},
+                                      "responses": {"200": {"description": "OpenAPI 3 JSON", "content": {
+                                          "application/json": {"schema": {"type": "object"}}}}}}},
             "/": {"get": {"summary": "The live dashboard",
                           "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
         },
         "components": {"schemas": {
             "Bar": _bar_schema(),
             "Alert": _alert_schema(),
-            "Symbols": {"type": "object", "properties": {"symbols": {"type": "array", "items": {
-                "type": "object", "properties": {"symbol": {"type": "string"}, "close": _NUM,
-                                                 "change_pct": _NUM, "window_end": _INT}}}}},
-            "Trends": {"type": "object", "properties": {"trends": {"type": "array",
-                                                                   "items": {"$ref": "#/components/schemas/Bar"}}}},
-            "SymbolTrends": {"type": "object", "properties": {
+            "Symbols": {"type": "object", "required": ["symbols"], "properties": {"symbols": {
+                "type": "array", "items": {
+                    "type": "object", "required": ["symbol", "close", "change_pct", "window_end"],
+                    "properties": {"symbol": {"type": "string"}, "close": _NUM, "change_pct": _NUM,
+                                   "window_end": _INT}}}}},
+            "Trends": {"type": "object", "required": ["trends"], "properties": {
+                "trends": {"type": "array", "items": {"$ref": "#/components/schemas/Bar"}}}},
+            "SymbolTrends": {"type": "object", "required": ["symbol", "trends"], "properties": {
                 "symbol": {"type": "string"},
                 "trends": {"type": "array", "items": {"$ref": "#/components/schemas/Bar"}}}},
-            "Alerts": {"type": "object", "properties": {"alerts": {"type": "array",
-                                                                   "items": {"$ref": "#/components/schemas/Alert"}}}},
-            "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Alerts": {"type": "object", "required": ["alerts"], "properties": {
+                "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}},
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
+            "Health": {"type": "object", "required": ["status"],
+                       "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+            "Readiness": {"type": "object", "required": ["status", "detail", "symbols", "bars", "alerts",
+                                                         "websocket_clients"],
+                          "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]},
+                                         "detail": {"type": "string"}, "symbols": _INT, "bars": _INT,
+                                         "alerts": _INT, "websocket_clients": _INT,
+                                         "error": {"$ref": "#/components/schemas/Error/properties/error"}}},
         }},
     }

@@ -42,6 +42,18 @@ class Subscription:
         self.include.update(symbols)
         self.exclude.difference_update(symbols)
 
+    def named_after_add(self, symbols: list[str]) -> int:
+        """How many symbols this subscription would name after `add(symbols)` (bounded per client)."""
+        if ALL_SYMBOLS in symbols:
+            return 0
+        return len(self.include) + sum(1 for s in symbols if s not in self.include)
+
+    def named_after_remove(self, symbols: list[str]) -> int:
+        """How many symbols "*" would exclude after `remove(symbols)` (bounded per client)."""
+        if ALL_SYMBOLS in symbols or not self.all:
+            return 0
+        return len(self.exclude) + sum(1 for s in symbols if s not in self.exclude)
+
     def remove(self, symbols: list[str]) -> None:
         """Unsubscribe from `symbols` ("*" = from everything)."""
         if ALL_SYMBOLS in symbols:

@@ -15,43 +15,18 @@ Bar = dict[str, Any]
 Alert = dict[str, Any]
 
 
-class MalformedRecord(ValueError):
-    """A record on an output topic that lacks the identity fields serving needs."""
+def bar_version(bar: Bar) -> tuple[int, bool, int]:
+    """How new a version of its window `bar` is (DESIGN.md §4): pane_index, then is_final, then tick_count.
 
-
-def bar_identity(bar: Any) -> tuple[str, int, int]:
-    """(symbol, window_start, pane_index) of a bar; raises MalformedRecord if absent or mistyped."""
-    if not isinstance(bar, dict):
-        raise MalformedRecord("bar is not a JSON object")
-    symbol, start, pane = bar.get("symbol"), bar.get("window_start"), bar.get("pane_index", 0)
-    if not isinstance(symbol, str) or not symbol:
-        raise MalformedRecord("bar has no symbol")
-    # bool is an int subclass; a true/false window start is not a time.
-    if not isinstance(start, int) or isinstance(start, bool):
-        raise MalformedRecord("bar has no integer window_start")
-    if not isinstance(pane, int) or isinstance(pane, bool):
-        raise MalformedRecord("bar has no integer pane_index")
-    return symbol.upper(), start, pane
-
-
-def alert_identity(alert: Any) -> tuple[str, str]:
-    """(alert_id, symbol) of an alert; raises MalformedRecord if absent."""
-    if not isinstance(alert, dict):
-        raise MalformedRecord("alert is not a JSON object")
-    ident, symbol = alert.get("alert_id"), alert.get("symbol")
-    if not isinstance(ident, str) or not ident:
-        raise MalformedRecord("alert has no alert_id")
-    if not isinstance(symbol, str) or not symbol:
-        raise MalformedRecord("alert has no symbol")
-    return ident, symbol.upper()
+    After a pipeline restore a pane may be sent again with the same index and
+    other content (an EARLY before the crash, the ON_TIME after): the final
+    one, then the one with more ticks, is the bar of record.
+    """
+    return bar["pane_index"], bool(bar["is_final"]), bar["tick_count"]
 
 
 def _alert_time(alert: Alert) -> int:
-    value = alert.get("detected_at")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    start = alert.get("window_start")
-    return int(start) if isinstance(start, int) and not isinstance(start, bool) else 0
+    return alert["detected_at"]
 
 
 class MarketStore:
@@ -67,15 +42,15 @@ class MarketStore:
 
     # --- writes (consumer thread) ----------------------------------------
     def apply_bar(self, bar: Bar) -> bool:
-        """Keep `bar` if it is a newer version (higher pane_index) or a new window; True if kept."""
-        symbol, start, pane = bar_identity(bar)
+        """Keep `bar` (checked by serving.records) if it is a new window or a newer version; True if kept."""
+        symbol, start = bar["symbol"].upper(), bar["window_start"]
         with self.lock:
             windows = self._bars.setdefault(symbol, {})
             starts = self._starts.setdefault(symbol, [])
             current = windows.get(start)
             if current is not None:
-                if current.get("pane_index", 0) >= pane:
-                    return False  # a replayed or out-of-order older version
+                if bar_version(bar) <= bar_version(current):
+                    return False  # a replayed, re-sent or out-of-order older version
                 windows[start] = bar
                 return True
             if len(starts) >= self.bars_per_symbol and start < starts[0]:
@@ -87,8 +62,8 @@ class MarketStore:
             return True
 
     def apply_alert(self, alert: Alert) -> bool:
-        """Keep `alert` unless its alert_id was seen; True if kept."""
-        ident, _ = alert_identity(alert)
+        """Keep `alert` (checked by serving.records) unless its alert_id was seen; True if kept."""
+        ident = alert["alert_id"]
         with self.lock:
             if ident in self._alerts:
                 return False
@@ -136,7 +111,7 @@ class MarketStore:
         with self.lock:
             chosen = []
             for alert in self._alerts.values():
-                sym = str(alert.get("symbol", "")).upper()
+                sym = alert["symbol"].upper()
                 if symbol is not None and sym != symbol.upper():
                     continue
                 if symbols is not None and sym not in symbols:

@@ -6,16 +6,18 @@ import socket
 import threading
 from typing import Any
 
-from flask import current_app, request
+from flask import Response, current_app, request
 from flask_sock import ConnectionClosed, Sock
 from wsproto.utilities import LocalProtocolError
 
-from serving import protocol
-from serving.hub import Client, Hub, pump
+from serving import origins, protocol
+from serving.errors import error_response
+from serving.hub import Client, Hub, SharedSocket, pump, text_frame
 from serving.state import state
 
 log = logging.getLogger(__name__)
 sock = Sock()
+TRY_AGAIN_LATER = 1013   # RFC 6455 close code registry: the server is overloaded
 
 
 def _subscribe_from_query(hub: Hub, client: Client, args: Any) -> None:
@@ -32,9 +34,9 @@ def _subscribe_from_query(hub: Hub, client: Client, args: Any) -> None:
 
 
 def _read(ws: Any, hub: Hub, client: Client) -> None:
-    """Reader thread: client messages in, replies into the mailbox."""
+    """Reader thread: client messages in, replies into the mailbox; stops once the client is evicted."""
     try:
-        while True:
+        while client.mailbox.state is None:
             raw = ws.receive()
             if raw is None:
                 break
@@ -57,8 +59,19 @@ def ws_feed(ws: Any) -> None:
         # A small kernel buffer makes a slow client show up in its bounded mailbox.
         raw_sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg["WS_SEND_BUFFER_BYTES"])
     hub = s.hub
-    client = hub.connect(raw_sock)
+    client = hub.new_client(raw_sock)
+    # From here on simple-websocket's own writes (pings, pongs, close replies)
+    # take the same write token as the hub's frames.
+    ws.sock = SharedSocket(raw_sock, client.mailbox, cfg["WS_CLOSE_GRACE_S"])
     try:
+        if not hub.register(client):
+            s.metrics.ws_refused.labels("full").inc()
+            log.warning("refusing a WebSocket client: %d connections is the limit", hub.limits.max_clients)
+            message = f"server full: at most {hub.limits.max_clients} connections, try again later"
+            client.mailbox.write_exclusive(text_frame(protocol.encode(protocol.error(message))),
+                                           cfg["WS_CLOSE_GRACE_S"])
+            ws.close(reason=TRY_AGAIN_LATER, message="server full")
+            return
         hub.send(client, protocol.welcome(cfg["WS_HEARTBEAT_S"]))
         _subscribe_from_query(hub, client, request.args)
         reader = threading.Thread(target=_read, args=(ws, hub, client), name=f"ws-read-{client.id}", daemon=True)
@@ -69,12 +82,29 @@ def ws_feed(ws: Any) -> None:
         pass  # the client went away mid-send or mid-close
     finally:
         hub.disconnect(client)
+        client.mailbox.detach()
+
+
+def _check_origin() -> Response | None:
+    """Refuse (403, before the upgrade) a browser page whose Origin is not allowed to open /ws."""
+    if request.path != "/ws":
+        return None
+    origin = request.headers.get("Origin")
+    allowed = current_app.config["WS_ALLOWED_ORIGINS"]
+    if origin is None or origins.allowed(origin, request.host, allowed):
+        # No Origin: not a browser, which could send any Origin it likes anyway.
+        return None
+    state().metrics.ws_refused.labels("origin").inc()
+    log.warning("refusing a WebSocket client from origin %.100r", origin)
+    return error_response(403, "origin_not_allowed",
+                          "this page's origin may not open /ws (see WS_ALLOWED_ORIGINS in docs/serving.md)")
 
 
 def init_app(app: Any) -> None:
-    """Attach flask-sock with the configured ping interval and message size limit."""
+    """Attach flask-sock with the configured ping interval and message size limit, and the Origin check."""
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": app.config["WS_PING_INTERVAL_S"] or None,
         "max_message_size": app.config["WS_MAX_MESSAGE_BYTES"],
     }
+    app.before_request(_check_origin)
     sock.init_app(app)

@@ -173,7 +173,7 @@ def test_probe_marks_outage_and_recovery(kafka_bootstrap: str, make_topic: Calla
 
     trends = make_topic("serving_probe")
     metrics = Metrics()
-    feed = KafkaFeed(Hub(MarketStore(10, 10), metrics, 10, 1.0), metrics, kafka_bootstrap, trends, trends, 1.0)
+    feed = KafkaFeed(Hub(MarketStore(10, 10), metrics), metrics, kafka_bootstrap, trends, trends, 1.0)
     feed.replayed = True
     assignment = [TopicPartition(trends, p) for p in range(3)]
     dead = Consumer(consumer_config(f"127.0.0.1:{free_port()}"))    # a broker that went away

@@ -67,6 +67,9 @@ def test_trends_of_symbol_oldest_first_latest_versions(market: Flask, client: Fl
     ("to=2025-11-25T09:30:00", [100.0]),                            # no offset = UTC
     (f"limit={mc.REST_MAX_LIMIT}", [100.0, 101.0, 102.5]),
     ("from=2030-01-01T00:00:00Z", []),
+    (f"from={BASE_MS + 1}&to={BASE_MS}", []),                      # an empty range is empty, not an error
+    ("from=2025-11-25&to=2025-11-25T09:31", [100.0, 101.0]),       # a date is its midnight UTC
+    ("from=2025-11-25T09:31:00.000000001%2B00:00", [101.0, 102.5]),   # ms resolution
 ])
 def test_trends_filters(market: Flask, client: FlaskClient, query: str, closes: list[float]) -> None:
     response = client.get(f"/api/v1/trends/AAPL?{query}")
@@ -116,13 +119,25 @@ def test_alert_filters(market: Flask, client: FlaskClient, query: str, ids: list
     ("/api/v1/trends/AAPL?limit=ten", 400, "bad_limit"),
     ("/api/v1/trends/AAPL?from=yesterday", 400, "bad_from"),
     ("/api/v1/trends/AAPL?to=2025-13-45", 400, "bad_to"),
-    (f"/api/v1/trends/AAPL?from={BASE_MS + 1}&to={BASE_MS}", 400, "bad_range"),
     ("/api/v1/trends/NOPE", 404, "unknown_symbol"),
     ("/api/v1/trends/BAD%20SYMBOL", 400, "bad_symbol"),
     ("/api/v1/alerts?type=crash", 400, "bad_type"),
     ("/api/v1/alerts?limit=-3", 400, "bad_limit"),
     ("/api/v1/alerts?from=soon", 400, "bad_from"),
     ("/api/v1/alerts?symbol=%24%24%24", 400, "bad_symbol"),
+    # Issue 12: what the parsers used to let through to a 500 or to a wrong answer.
+    ("/api/v1/trends/AAPL?from=%C2%B2", 400, "bad_from"),                 # "²" is a digit to str.isdigit
+    ("/api/v1/alerts?from=%C2%B2", 400, "bad_from"),
+    ("/api/v1/trends/AAPL?from=" + "9" * 5000, 400, "bad_from"),           # int() refuses 4,300+ digits
+    ("/api/v1/trends/AAPL?to=-" + "1" * 16, 400, "bad_to"),
+    ("/api/v1/trends/AAPL?from=2025-11-25T09:30:00%2B0100", 400, "bad_from"),   # offset needs its colon
+    ("/api/v1/trends/AAPL?from=", 400, "bad_from"),                       # present but empty
+    ("/api/v1/trends/AAPL?limit=%D9%A5", 400, "bad_limit"),               # an Arabic-Indic 5
+    ("/api/v1/trends/AAPL?limit=%2B5", 400, "bad_limit"),
+    ("/api/v1/trends/AAPL?limit=" + "1" * 5000, 400, "bad_limit"),
+    ("/api/v1/trends/AAPL%0A", 404, "not_found"),                         # the route itself stops at a newline
+    ("/api/v1/alerts?symbol=AAPL%0A", 400, "bad_symbol"),
+    ("/api/v1/alerts?symbol=", 400, "bad_symbol"),
     ("/api/v1/nothing", 404, "not_found"),
     ("/favicon.ico", 404, "not_found"),
 ])
@@ -139,6 +154,17 @@ def test_wrong_method_is_json_405(client: FlaskClient) -> None:
     assert response.status_code == 405 and response.is_json
     assert response.get_json()["error"]["code"] == "method_not_allowed"
     assert "GET" in response.headers["Allow"]
+
+
+def test_metric_labels_stay_bounded(market: Flask, client: FlaskClient) -> None:
+    """Made-up methods and URLs do not add label values to /metrics (issue 13)."""
+    for n in range(20):
+        client.open(f"/api/v1/trends/SYM{n}", method=f"FOO{n}")
+        client.get(f"/no/such/page/{n}")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "FOO" not in text and "SYM" not in text and "/no/such" not in text
+    assert 'method="other",status="405"' in text.replace('endpoint="unmatched",', "")
+    assert 'endpoint="unmatched"' in text
 
 
 def test_unhandled_exception_is_json_500(app: Flask) -> None:

@@ -187,7 +187,7 @@ def test_oversized_client_message_closes(live_server: Callable[..., LiveServer])
 
 
 def test_slow_client_closed_1008_fast_client_unaffected(live_server: Callable[..., LiveServer]) -> None:
-    server = live_server({"WS_QUEUE_SIZE": 50, "WS_SEND_BUFFER_BYTES": 65536, "WS_CLOSE_GRACE_S": 10})
+    server = live_server({"WS_QUEUE_BYTES": 50_000, "WS_SEND_BUFFER_BYTES": 65536, "WS_CLOSE_GRACE_S": 10})
     hub = server.state.hub
     # The slow client's tiny receive buffer and its not reading make the server's send block.
     slow = connect(server, "?channel=trends&symbols=*",
@@ -232,7 +232,7 @@ def test_slow_client_closed_1008_fast_client_unaffected(live_server: Callable[..
 
 
 def test_unread_slow_client_is_cut_after_grace(live_server: Callable[..., LiveServer]) -> None:
-    server = live_server({"WS_QUEUE_SIZE": 5, "WS_SEND_BUFFER_BYTES": 4096, "WS_CLOSE_GRACE_S": 0.5})
+    server = live_server({"WS_QUEUE_BYTES": 5_000, "WS_SEND_BUFFER_BYTES": 4096, "WS_CLOSE_GRACE_S": 0.5})
     slow = connect(server, "?channel=trends&symbols=*", sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     time.sleep(0.2)
     for minute in range(300):

@@ -1,0 +1,199 @@
+"""What serving accepts from its Kafka topics: a bar of DESIGN.md §4 or an alert of §5, checked whole.
+
+Kafka is shared infrastructure: anything may land on an output topic. A record
+is stored (and later encoded for every REST answer and WebSocket snapshot)
+only if every field has its contracted type, every number is finite and
+every size is bounded, so no record can make encoding fail or grow memory.
+Fields beyond the contract are passed through, if they are small and flat.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from market import codec
+
+from market.schema import (ALERT_TYPES, MAX_EVENT_MS, MIN_EVENT_MS, PANES, SEVERITY_CRITICAL, SEVERITY_WARNING,
+                           SYMBOL_PATTERN, TRENDS)
+
+# Limits of one record. Generous for what the pipeline writes (a bar is ~600
+# bytes, an alert ~400), tight enough that a hostile record costs little.
+MAX_RECORD_BYTES = 64 * 1024
+MAX_FIELDS = 64
+MAX_TEXT_CHARS = 4096         # any string: alert messages, ids, extra fields
+MAX_EXTRA_DEPTH = 4           # containers inside a field serving does not know
+MAX_EXTRA_ITEMS = 256         # items in such a container
+MAX_PANE_INDEX = 1_000_000    # one pane per early firing or late tick: a window has ~100
+
+# Reasons, the label values of serving_messages_rejected_total (a fixed set).
+REASON_TOO_LARGE = "too_large"
+REASON_INVALID_JSON = "invalid_json"
+REASON_NOT_AN_OBJECT = "not_an_object"
+REASON_MISSING_FIELD = "missing_field"
+REASON_INVALID_FIELD = "invalid_field"
+REASON_TOO_DEEP = "too_deep"
+REASON_INTERNAL_ERROR = "internal_error"
+REASONS = (REASON_TOO_LARGE, REASON_INVALID_JSON, REASON_NOT_AN_OBJECT, REASON_MISSING_FIELD,
+           REASON_INVALID_FIELD, REASON_TOO_DEEP, REASON_INTERNAL_ERROR)
+
+Record = dict[str, Any]
+
+
+class MalformedRecord(ValueError):
+    """A record that is not a valid bar or alert; `reason` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+# --- field checkers: each returns None when the value is acceptable, else what is wrong ---
+def _is_int(value: Any) -> bool:
+    # bool is an int subclass; true/false is not a time or a count.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> str | None:
+    if _is_int(value) or (isinstance(value, float) and math.isfinite(value)):
+        return None
+    return "must be a finite number"
+
+
+def _number_or_null(value: Any) -> str | None:
+    return None if value is None else _number(value)
+
+
+def _non_negative(value: Any) -> str | None:
+    return _number(value) or (None if value >= 0 else "must be >= 0")
+
+
+def _epoch_ms(value: Any) -> str | None:
+    if not _is_int(value):
+        return "must be an integer (epoch ms)"
+    return None if MIN_EVENT_MS <= value <= MAX_EVENT_MS else "is outside the years 2000-2100"
+
+
+def _count(value: Any) -> str | None:
+    return None if _is_int(value) and value >= 0 else "must be a non-negative integer"
+
+
+def _pane_index(value: Any) -> str | None:
+    return None if _is_int(value) and 0 <= value <= MAX_PANE_INDEX else f"must be an integer 0..{MAX_PANE_INDEX}"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _symbol(value: Any) -> str | None:
+    return None if isinstance(value, str) and SYMBOL_PATTERN.fullmatch(value) else \
+        "must be 1-16 of A-Z a-z 0-9 . - _ / : = ^"
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and 0 < len(value) <= MAX_TEXT_CHARS else \
+        f"must be a string of 1..{MAX_TEXT_CHARS} characters"
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if isinstance(value, str) and value in choices else f"must be one of {', '.join(choices)}"
+    return check
+
+
+def _anomalies(value: Any) -> str | None:
+    if isinstance(value, list) and len(value) <= len(ALERT_TYPES) and all(
+            isinstance(item, str) and item in ALERT_TYPES for item in value):
+        return None
+    return f"must be a list of {', '.join(ALERT_TYPES)}"
+
+
+# DESIGN.md §4: every field is required; the cross-window ones may be null.
+BAR_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "symbol": _symbol, "window_start": _epoch_ms, "window_end": _epoch_ms,
+    "open": _number, "high": _number, "low": _number, "close": _number,
+    "average_price": _number, "vwap": _number, "volume": _non_negative, "tick_count": _count,
+    "change_pct": _number, "swing_pct": _number, "is_volatility_anomaly": _boolean,
+    "pane": _one_of(PANES), "pane_index": _pane_index, "is_final": _boolean,
+    "log_return": _number_or_null, "return_zscore": _number_or_null, "volume_ratio": _number_or_null,
+    "sma_fast": _number_or_null, "sma_slow": _number_or_null, "trend": _one_of(TRENDS),
+    "anomalies": _anomalies,
+}
+
+# DESIGN.md §5.
+ALERT_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "alert_id": _text, "symbol": _symbol, "type": _one_of(ALERT_TYPES),
+    "severity": _one_of((SEVERITY_WARNING, SEVERITY_CRITICAL)),
+    "window_start": _epoch_ms, "window_end": _epoch_ms, "value": _number, "threshold": _number,
+    "message": _text, "detected_at": _epoch_ms,
+}
+
+
+def _check_extra(name: str, value: Any) -> None:
+    """A field outside the contract: scalars and small, shallow containers only (iteratively, no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if item is None or isinstance(item, bool) or _is_int(item):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise MalformedRecord(REASON_INVALID_FIELD, f"{name} holds a non-finite number")
+            continue
+        if isinstance(item, str):
+            if len(item) > MAX_TEXT_CHARS:
+                raise MalformedRecord(REASON_TOO_LARGE, f"{name} holds a string over {MAX_TEXT_CHARS} characters")
+            continue
+        if isinstance(item, (list, dict)):
+            if depth >= MAX_EXTRA_DEPTH:
+                raise MalformedRecord(REASON_TOO_DEEP, f"{name} is nested deeper than {MAX_EXTRA_DEPTH}")
+            if len(item) > MAX_EXTRA_ITEMS:
+                raise MalformedRecord(REASON_TOO_LARGE, f"{name} holds over {MAX_EXTRA_ITEMS} items")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+            continue
+        raise MalformedRecord(REASON_INVALID_FIELD, f"{name} holds a {type(item).__name__}")
+
+
+def _check(record: Any, checks: dict[str, Callable[[Any], str | None]], what: str) -> Record:
+    if not isinstance(record, dict):
+        raise MalformedRecord(REASON_NOT_AN_OBJECT, f"{what} is not a JSON object")
+    if len(record) > MAX_FIELDS:
+        raise MalformedRecord(REASON_TOO_LARGE, f"{what} has {len(record)} fields (at most {MAX_FIELDS})")
+    for name, check in checks.items():
+        if name not in record:
+            raise MalformedRecord(REASON_MISSING_FIELD, f"{what} has no {name}")
+        problem = check(record[name])
+        if problem is not None:
+            raise MalformedRecord(REASON_INVALID_FIELD, f"{what} field {name} {problem}")
+    for name, value in record.items():
+        if name not in checks:
+            if len(name) > 64:
+                raise MalformedRecord(REASON_TOO_LARGE, f"{what} has a field name over 64 characters")
+            _check_extra(name, value)
+    if record["window_end"] <= record["window_start"]:
+        raise MalformedRecord(REASON_INVALID_FIELD, f"{what} window_end is not after window_start")
+    return record
+
+
+def check_bar(record: Any) -> Record:
+    """`record` if it is a complete, well-typed bar (DESIGN.md §4); raises MalformedRecord otherwise."""
+    return _check(record, BAR_CHECKS, "bar")
+
+
+def check_alert(record: Any) -> Record:
+    """`record` if it is a complete, well-typed alert (DESIGN.md §5); raises MalformedRecord otherwise."""
+    return _check(record, ALERT_CHECKS, "alert")
+
+
+def decode_record(value: bytes | None, bar: bool) -> Record:
+    """The bar (`bar` true) or alert a Kafka record value holds; raises MalformedRecord otherwise."""
+    if value is None:
+        raise MalformedRecord(REASON_INVALID_JSON, "record has no value (a tombstone)")
+    if len(value) > MAX_RECORD_BYTES:
+        raise MalformedRecord(REASON_TOO_LARGE, f"record of {len(value)} bytes (at most {MAX_RECORD_BYTES})")
+    try:
+        record = codec.loads(value)
+    except codec.JSONDecodeError as exc:
+        raise MalformedRecord(REASON_INVALID_JSON, f"not JSON: {exc}") from None
+    return check_bar(record) if bar else check_alert(record)
