@@ -52,10 +52,11 @@ class SourceRecord(NamedTuple):
 class RecordBatch(NamedTuple):
     """Records read together from one partition of a source, columnar.
 
-    `read_watermark_ms` is the source's watermark right after these records
-    were read, or None if the source does not say: no step downstream can
-    see a later watermark before this batch arrives, so a tick whose window
-    expired by then is provably late (DESIGN.md §4).
+    `read_watermark_ms` is the source's watermark just before these records
+    were read (what it had reported before them), or None if the source
+    does not say. No step downstream can see a later watermark before this
+    batch arrives, and a tick whose window expired by it arrived after the
+    watermark had passed: it is late (DESIGN.md §4).
     """
 
     values: list
@@ -334,7 +335,9 @@ class ParseTickFn(beam.DoFn):
             else:
                 if timestamp < batch[0]:
                     batch[0] = timestamp
-                if watermark is not None and (batch[1] is None or watermark > batch[1]):
+                # The earliest source watermark of the batches merged here:
+                # a tick is never judged against a watermark read after it.
+                if watermark is not None and (batch[1] is None or watermark < batch[1]):
                     batch[1] = watermark
             batch[2].append((price, volume, timestamp, seq, source, key, value))
             self.parsed.inc()
