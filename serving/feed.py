@@ -60,6 +60,7 @@ class KafkaFeed:
                  alerts_topic: str, history_hours: float, security: KafkaSecurity | None = None) -> None:
         self.hub = hub
         self.security = security
+        self.refused_login: str | None = None   # the broker's last "authentication failed", for /readyz
         self.metrics = metrics
         self.bootstrap_servers = bootstrap_servers
         self.trends_topic = trends_topic
@@ -108,7 +109,10 @@ class KafkaFeed:
                 attempt = 0
             except Exception as exc:  # any failure: log, back off, rebuild the consumer
                 self.metrics.consumer_errors.inc()
-                self._set(f"consumer error: {exc}", broker_up=False)
+                # A refused login reaches only the error callback; the failing call just times out.
+                refused, self.refused_login = self.refused_login, None
+                self._set(f"Kafka refused the login: {refused}" if refused else f"consumer error: {exc}",
+                          broker_up=False)
                 log.warning("Kafka feed error (retrying): %s", exc)
                 self._stop.wait(RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)])
                 attempt += 1
@@ -266,5 +270,7 @@ class KafkaFeed:
         self.metrics.consumer_errors.inc()
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self._set("all brokers down", broker_up=False)
+        elif err.code() == KafkaError._AUTHENTICATION:
+            self.refused_login = err.str()
         else:
             log.info("Kafka client: %s", err)
