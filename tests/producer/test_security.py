@@ -114,3 +114,40 @@ def test_producer_rejects_an_unknown_mechanism_before_connecting(caplog: pytest.
                        "--count", "1"])
     assert status == EXIT_USAGE
     assert "unknown SASL mechanism 'OAUTHBEARER'" in caplog.text
+
+
+def test_pipeline_flags_and_environment_reach_the_kafkaio_configs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines import kafka_io
+    from pipelines.options import MarketOptions
+
+    for name, value in SCRAM_ENV.items():
+        monkeypatch.setenv(name, value)
+    options = PipelineOptions(["--sasl_username=pipeline"]).view_as(MarketOptions)
+    # The password stays out of the options shipped to the runner.
+    assert SECRET not in str(options.get_all_options())
+    security = kafka_security.from_args(options)
+    read = kafka_io.ReadTicksFromKafka("b:9094", "ticks", "group", security=security)
+    write = kafka_io.WriteToTopic("b:9094", "bars", security=security)
+    for conf in (read._consumer_config, write._producer_config):
+        assert conf["security.protocol"] == "SASL_PLAINTEXT" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert 'username="pipeline"' in conf["sasl.jaas.config"]
+
+
+def test_serving_settings_reach_its_consumers() -> None:
+    from serving import settings
+    from serving.feed import consumer_config
+
+    values = settings.from_environ(SCRAM_ENV)
+    security = kafka_security.from_mapping({name: values[env] for name, env in kafka_security.ENV.items()})
+    conf = consumer_config("b:9094", security)
+    assert conf["sasl.username"] == "market" and conf["sasl.password"] == SECRET
+    assert conf["security.protocol"] == "SASL_PLAINTEXT"
+
+
+def test_serving_help_never_shows_the_password() -> None:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), **SCRAM_ENV}
+    result = subprocess.run([sys.executable, "-m", "serving", "--help"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert "--sasl_password" in result.stdout and SECRET not in result.stdout + result.stderr
