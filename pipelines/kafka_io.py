@@ -114,7 +114,8 @@ class ReadTicksFromKafka(beam.PTransform):
     With `batched` (the default, needs `event_time_read`) each element is a
     `RecordBatch` of up to `max_batch_records` records of one partition,
     stamped with its earliest record's time (never behind the watermark) and
-    carrying the read's watermark right after them: one element per batch
+    carrying the watermark the read had reported before them (what every
+    step downstream has seen when the batch arrives): one element per batch
     crosses from the Java read to Python instead of one per record, and each
     partition has its own reader (runners/local/java, KafkaRecordBatchSource).
     Otherwise each element is a `SourceRecord` with the record's timestamp.

@@ -40,13 +40,21 @@ public class EventTimeKafkaRead implements ExternalTransformRegistrar {
       implements ExternalTransformBuilder<Configuration, PBegin, PCollection<Row>> {
     @Override
     public PTransform<PBegin, PCollection<Row>> buildExternal(Configuration config) {
-      KafkaIO.Read.Builder<byte[], byte[]> builder = new AutoValue_KafkaIO_Read.Builder<>();
-      KafkaIO.Read.Builder.setupExternalBuilder(builder, config);
-      Duration maxDelay = Duration.millis(config.maxDelayMs == null ? 0L : config.maxDelayMs);
-      builder.setTimestampPolicyFactory(
-          (partition, previousWatermark) ->
-              new IdleAwareCreateTimePolicy<>(maxDelay, previousWatermark));
-      return new KafkaIO.RowsWithMetadata<>(builder.build());
+      return new KafkaIO.RowsWithMetadata<>(readSpec(config));
     }
+  }
+
+  /**
+   * KafkaIO's read as the external configuration describes it, with the idle-aware CreateTime
+   * policy; {@link KafkaRecordBatchRead} reads through the same spec.
+   */
+  static KafkaIO.Read<byte[], byte[]> readSpec(Configuration config) {
+    KafkaIO.Read.Builder<byte[], byte[]> builder = new AutoValue_KafkaIO_Read.Builder<>();
+    KafkaIO.Read.Builder.setupExternalBuilder(builder, config);
+    Duration maxDelay = Duration.millis(config.maxDelayMs == null ? 0L : config.maxDelayMs);
+    builder.setTimestampPolicyFactory(
+        (partition, previousWatermark) ->
+            new IdleAwareCreateTimePolicy<>(maxDelay, previousWatermark));
+    return builder.build();
   }
 }
