@@ -84,13 +84,29 @@ def flag(argv: list[str], name: str) -> str:
     return values[0]
 
 
+# `${VAR:-default}` as Compose interpolates it when VAR is unset.
+BIND_ADDRESS = re.compile(r"^\$\{(?P<var>[A-Z_]+_BIND_ADDRESS):-(?P<default>[^}]*)\}$")
+
+
+def port_entries(service: dict) -> list[tuple[str, int, int]]:
+    """(host address as written, host port, container port) of each of a service's `ports`."""
+    entries = []
+    for entry in service.get("ports", []):
+        address, host, container = str(entry).rsplit(":", 2)
+        entries.append((address, int(host), int(container)))
+    return entries
+
+
 def published(service: dict) -> dict[int, int]:
     """{container port: host port} of a service's `ports`."""
-    result = {}
-    for entry in service.get("ports", []):
-        host, container = str(entry).rsplit(":", 1)[-2:]
-        result[int(container)] = int(host)
-    return result
+    return {container: host for _, host, container in port_entries(service)}
+
+
+def memory_bytes(value: str) -> int:
+    """Compose / JVM / Flink memory sizes ("1280m", "1g", "1600m", "-Xmx768m") in bytes."""
+    match = re.fullmatch(r"(?:-xm[xs])?(\d+)\s*([kmg]?)b?", str(value).strip().lower())
+    assert match, value
+    return int(match.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2)]
 
 
 def kafka_listeners(services) -> dict[str, tuple[str, int]]:
@@ -146,6 +162,38 @@ def test_published_ports(services):
     assert (host, published(services["kafka"])) == ("localhost", {port: port})
     # Nothing else is reachable from the host.
     assert {name for name, svc in services.items() if svc.get("ports")} == {"serving", "flink-jobmanager", "kafka"}
+
+
+def test_published_ports_listen_on_localhost_unless_opened_deliberately(services):
+    """Each port binds to 127.0.0.1 by default, through a variable docs/deployment.md explains."""
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    variables = set()
+    for name, service in services.items():
+        for address, _, _ in port_entries(service):
+            match = BIND_ADDRESS.match(address)
+            assert match, f"{name}: port bound to {address!r}, not ${{..._BIND_ADDRESS:-127.0.0.1}}"
+            assert match.group("default") == "127.0.0.1", name
+            variables.add(match.group("var"))
+    assert variables == {"SERVING_BIND_ADDRESS", "FLINK_UI_BIND_ADDRESS", "KAFKA_BIND_ADDRESS"}
+    for variable in variables:
+        assert variable in docs, f"docs/deployment.md does not say how to open {variable}"
+
+
+def test_flink_rest_accepts_no_jar_upload(services):
+    """Jar upload through Flink's REST API runs any code on the cluster: jobs come via the job server."""
+    for name in ("flink-jobmanager", "flink-taskmanager"):
+        assert flink_properties(services, name)["web.submit.enable"] == "false", name
+
+
+def test_every_service_has_a_memory_limit_that_fits_its_process(services):
+    for name, service in services.items():
+        assert memory_bytes(service.get("mem_limit", "0")) > 0, f"{name} has no mem_limit"
+    flink = flink_properties(services, "flink-jobmanager")
+    for name, key in (("flink-jobmanager", "jobmanager.memory.process.size"),
+                      ("flink-taskmanager", "taskmanager.memory.process.size")):
+        assert memory_bytes(services[name]["mem_limit"]) > memory_bytes(flink[key]), name
+    heap = services["kafka"]["environment"]["KAFKA_HEAP_OPTS"].split()
+    assert memory_bytes(services["kafka"]["mem_limit"]) > max(memory_bytes(flag) for flag in heap)
 
 
 # --- images ----------------------------------------------------------------------
@@ -262,7 +310,7 @@ def test_third_party_services_set_only_their_images_documented_variables(service
 
 def flink_properties(services, name: str) -> dict[str, str]:
     text = services[name]["environment"]["FLINK_PROPERTIES"]
-    return dict(line.split(": ", 1) for line in text.strip().splitlines())
+    return dict(line.split(": ", 1) for line in text.strip().splitlines() if not line.lstrip().startswith("#"))
 
 
 def test_flink_configuration_matches_the_stack(services):
@@ -271,6 +319,10 @@ def test_flink_configuration_matches_the_stack(services):
     assert jobmanager == flink_properties(services, "flink-taskmanager")
     assert jobmanager["jobmanager.rpc.address"] == "flink-jobmanager"
     assert jobmanager["state.checkpoints.dir"] == f"file://{submit.CHECKPOINT_ROOT}"
+    # A stop with a savepoint leaves it where the submitter's resume looks first.
+    from runners.local.flink import savepoint_dir
+    job_name = flag(services["pipeline-submitter"]["command"], "job_name")
+    assert jobmanager["state.savepoints.dir"] == f"file://{savepoint_dir(submit.CHECKPOINT_ROOT / job_name)}"
     slots = int(jobmanager["taskmanager.numberOfTaskSlots"])
     parallelism = int(flag(services["pipeline-submitter"]["command"], "parallelism"))
     assert parallelism <= slots, "one TaskManager must fit the job"
