@@ -283,8 +283,15 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
                  f"--state_backend_storage_path=file://{storage}",
                  "--externalized_checkpoints_enabled",
                  "--retain_externalized_checkpoints_on_cancellation"]
+    from runners.local import flink as local_flink  # imports Beam: only when submitting
+    if job_name:
+        # SIGTERM to `python -m pipelines.market` stops this job with a
+        # savepoint where the next submission of the name looks for one.
+        master = flag_value(args, "flink_master") or conf.rest_url()
+        local_flink.savepoint_target = local_flink.SavepointTarget(
+            master if master.startswith("http") else f"http://{master}",
+            local_flink.savepoint_dir(checkpoint_root(job_name)), job_name)
     if resume and job_name and not has_flag(args, "savepoint_path"):
-        from runners.local import flink as local_flink  # imports Beam: only when submitting
         checkpoint = local_flink.latest_checkpoint(checkpoint_root(job_name))
         if checkpoint is not None:
             log.info("resuming %s from checkpoint %s", job_name, checkpoint)

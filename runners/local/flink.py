@@ -3,12 +3,20 @@
 With these, `python -m pipelines.market --runner=FlinkRunner` needs no other
 flag: the job server comes from the local launcher jar, Flink checkpoints
 every 10 s into `.cache/flink/checkpoints` (retained when the job stops), and
-a new start resumes from the newest completed checkpoint, restoring window
-state and Kafka offsets together.
+a new start resumes from the newest completed checkpoint or savepoint,
+restoring window state and Kafka offsets together. A planned stop (SIGTERM,
+`make stop`) stops the job with a savepoint through the embedded cluster's
+REST API (`stop_with_savepoint`), so the next start replays nothing.
 """
 from __future__ import annotations
 
+import json
 import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from runners.args import flag_value, has_flag, with_flink_defaults
@@ -25,37 +33,121 @@ def checkpoint_dir() -> Path:
     return paths.cache_dir() / "flink" / "checkpoints"
 
 
+def savepoint_dir(storage: Path) -> Path:
+    """Where a planned stop writes its savepoint, beside the checkpoints of `storage`."""
+    return storage / "savepoints"
+
+
 def latest_checkpoint(root: Path | None = None) -> Path | None:
-    """The newest completed checkpoint (a `chk-N` folder holding `_metadata`) under `root`."""
+    """The newest completed checkpoint or savepoint under `root`.
+
+    A completed one is a `<job>/chk-N` or `savepoints/savepoint-*` folder
+    holding `_metadata` (Flink writes it last). A planned stop leaves a
+    savepoint newer than any checkpoint, so the next start resumes from it.
+    """
     root = root or checkpoint_dir()
-    done = [meta.parent for meta in root.glob("*/chk-*/_metadata")]
+    done = [*root.glob("*/chk-*/_metadata"), *savepoint_dir(root).glob("savepoint-*/_metadata")]
     if not done:
         return None
-    return max(done, key=lambda chk: chk.stat().st_mtime)
+    return max(done, key=lambda meta: meta.stat().st_mtime).parent
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
+def embedded_conf(storage: Path, checkpoint: Path | None, rest_port: int) -> Path:
+    """A Flink conf dir for the embedded cluster (given to the job server as --flink_conf_dir).
 
-
-def resume_args(checkpoint: Path, storage: Path, argv: list[str]) -> list[str]:
-    """Arguments that make an embedded Flink restore `checkpoint`.
-
-    Beam's Flink runner applies `--savepoint_path` only when it submits to a
-    remote cluster (FlinkExecutionEnvironments), so for the embedded cluster
-    the restore goes through Flink's own configuration: a conf dir whose
-    flink-conf.yaml sets `execution.savepoint.path`, given as --flink_conf_dir.
+    * REST on 127.0.0.1:`rest_port`: Beam's job server has no
+      stop-with-savepoint call, Flink's REST API has (`POST /jobs/<jid>/stop`),
+      and the embedded MiniCluster serves it when the port is configured.
+      Only this machine can reach it, and jar submission is off.
+    * `execution.savepoint.path`: Beam's Flink runner applies
+      `--savepoint_path` only when it submits to a remote cluster
+      (FlinkExecutionEnvironments), so the embedded restore goes through
+      Flink's own configuration.
     """
-    if has_flag(argv, "flink_conf_dir"):
-        raise ValueError("--flink_conf_dir is set: add execution.savepoint.path to it yourself, "
-                         "or pass --no_resume")
     conf_dir = storage / ".resume-conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
-    (conf_dir / "flink-conf.yaml").write_text(
-        f"execution.savepoint.path: file://{checkpoint}\n"
-        # State of operators the new job no longer has is skipped, not fatal.
-        "execution.savepoint.ignore-unclaimed-state: true\n")
-    return [f"--flink_conf_dir={conf_dir}"]
+    lines = [f"rest.port: {rest_port}", f"rest.bind-port: {rest_port}",
+             "rest.address: 127.0.0.1", "rest.bind-address: 127.0.0.1",
+             "web.submit.enable: false",
+             f"state.savepoints.dir: file://{savepoint_dir(storage)}"]
+    if checkpoint is not None:
+        lines += [f"execution.savepoint.path: file://{checkpoint}",
+                  # State of operators the new job no longer has is skipped, not fatal.
+                  "execution.savepoint.ignore-unclaimed-state: true"]
+    (conf_dir / "flink-conf.yaml").write_text("\n".join(lines) + "\n")
+    return conf_dir
+
+
+@dataclass
+class SavepointTarget:
+    """Where a planned stop of this process's Flink job goes: the REST API and the savepoint folder."""
+
+    rest_url: str
+    directory: Path
+    job_name: str | None = None     # None: the only running job (the embedded cluster runs one)
+
+
+# The Flink job this process submitted, set by pipeline_args (embedded) or
+# runners.flink_cluster.cluster.pipeline_args; read by pipelines.market.main
+# to stop with a savepoint on SIGTERM. One process runs one pipeline.
+savepoint_target: SavepointTarget | None = None
+
+
+def _rest(url: str, method: str = "GET", body: dict | None = None, timeout_s: float = 10.0) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        return json.load(response)
+
+
+def _running_job(target: SavepointTarget) -> str | None:
+    jobs = _rest(f"{target.rest_url}/jobs/overview")["jobs"]
+    running = [job for job in jobs if job["state"] == "RUNNING"
+               and (target.job_name is None or job["name"] == target.job_name)]
+    return running[0]["jid"] if len(running) == 1 else None
+
+
+def stop_with_savepoint(target: SavepointTarget, timeout_s: float = 90.0) -> Path | None:
+    """Stop the job with a savepoint (Flink's stop, not drain); return the savepoint, or None.
+
+    The sources stop at the savepoint barrier and the job ends FINISHED: the
+    output topics hold everything up to the savepoint and nothing after, so a
+    start from it continues with the next offsets and the same window state.
+    None when the job is not running, REST does not answer or the savepoint
+    fails: the caller then cancels, and the next start resumes from the last
+    checkpoint (at-least-once).
+    """
+    try:
+        jid = _running_job(target)
+        if jid is None:
+            log.warning("no single running job at %s: no savepoint", target.rest_url)
+            return None
+        request = _rest(f"{target.rest_url}/jobs/{jid}/stop", method="POST",
+                        body={"targetDirectory": f"file://{target.directory}", "drain": False})
+        log.info("stopping job %s with a savepoint into %s", jid, target.directory)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = _rest(f"{target.rest_url}/jobs/{jid}/savepoints/{request['request-id']}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status.get("operation", {})
+                if "location" in operation:
+                    location = Path(operation["location"].removeprefix("file:").removeprefix("//"))
+                    log.info("savepoint complete: %s", location)
+                    return location
+                log.warning("savepoint failed: %s", str(operation.get("failure-cause", operation))[:2000])
+                return None
+            time.sleep(0.5)
+        log.warning("savepoint not complete after %.0fs", timeout_s)
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        log.warning("stop with savepoint failed: %s", exc)
+    return None
 
 
 def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
@@ -79,9 +171,17 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     for flag in ("externalized_checkpoints_enabled", "retain_externalized_checkpoints_on_cancellation"):
         if not has_flag(args, flag):
             args.append(f"--{flag}")
-    if resume and not has_flag(args, "savepoint_path"):
-        checkpoint = latest_checkpoint(storage)
+    checkpoint = latest_checkpoint(storage) if resume and not has_flag(args, "savepoint_path") else None
+    if has_flag(args, "flink_conf_dir"):
         if checkpoint is not None:
-            log.info("resuming from checkpoint %s", checkpoint)
-            args += resume_args(checkpoint, storage, args)
+            raise ValueError("--flink_conf_dir is set: add execution.savepoint.path to it yourself, "
+                             "or pass --no_resume")
+        # A conf dir of the user's: no REST port of ours, so a stop cancels (no savepoint).
+        return args
+    if checkpoint is not None:
+        log.info("resuming from checkpoint %s", checkpoint)
+    global savepoint_target
+    rest_port = _free_port()
+    args.append(f"--flink_conf_dir={embedded_conf(storage, checkpoint, rest_port)}")
+    savepoint_target = SavepointTarget(f"http://127.0.0.1:{rest_port}", savepoint_dir(storage))
     return args

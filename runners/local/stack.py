@@ -24,6 +24,10 @@ PARTS = (SERVING, PIPELINE, PRODUCER)
 # The demo's default rate: the embedded Flink runner, its Python workers, the
 # producer and serving share this machine's cores. RATE=10000 make run asks for more.
 DEMO_RATE = 2000
+# Seconds a part gets to stop by itself before it is killed. The pipeline
+# stops its job with a savepoint (runners.local.flink.stop_with_savepoint),
+# which waits for the in-flight bundles: 2-5 s measured here, more under load.
+STOP_TIMEOUT_S = {PIPELINE: 150}
 
 
 def _python() -> str:
@@ -75,7 +79,7 @@ def up(rate: int = DEMO_RATE, port: int = config.SERVING_PORT, timeout_s: float 
 
 def down() -> list[str]:
     """Stop every part and the broker; return the names that were running."""
-    stopped = [name for name in PARTS if process.stop(name, timeout_s=30)]
+    stopped = [name for name in PARTS if process.stop(name, timeout_s=STOP_TIMEOUT_S.get(name, 30))]
     if kafka.stop():
         stopped.append(kafka.NAME)
     return stopped

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from runners.local import paths
+from runners.local import paths, process
 
 
 class PipelineProcess:
@@ -51,8 +51,28 @@ class PipelineProcess:
         # The job server JVM may outlive the driver for a moment.
         time.sleep(1)
 
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
+    def stop(self, timeout_s: float = 120.0) -> None:
+        """A planned stop as `make stop` does it: SIGTERM to the driver only, then nothing may be left.
+
+        The driver stops its job with a savepoint and its JVMs itself; what
+        still runs of its process tree after it exits (or after `timeout_s`)
+        is killed, so no JVM outlives the test.
+        """
+        if self.proc is None:
+            return
+        tree = self.tree()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        process.terminate([self.proc.pid, *tree, *process.group_members(self.proc.pid)], grace_s=5.0)
+        self.proc.poll()
+
+    def tree(self) -> list[int]:
+        """Pids of the driver's child processes (job server JVM, expansion service), now."""
+        return process.descendants(self.proc.pid) if self.proc is not None else []
 
     def tail(self, lines: int = 60) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

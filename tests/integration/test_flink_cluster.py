@@ -10,6 +10,7 @@ and cancels it through Flink, as one stops a streaming job on a cluster.
 """
 from __future__ import annotations
 
+import os
 import time
 import typing
 import uuid
@@ -24,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 from market import codec
 from runners.flink_cluster import cluster, distribution
 from runners.local import beam as local_beam
+from runners.local import process
 from tests.conftest import missing_prerequisite
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
@@ -45,6 +47,19 @@ def flink_cluster(flink_jars) -> Iterator[None]:
     finally:
         if started_here:
             cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_job_server_left() -> Iterator[None]:
+    """The job server JVM a test's FlinkRunner starts (a child of pytest) ends with the test.
+
+    Beam stops it only when the interpreter exits: it would use CPU through
+    the rest of the pytest run. Found by pid (children new since the test
+    began), not by name. The cluster itself comes from the module fixture.
+    """
+    before = set(process.descendants(os.getpid()))
+    yield
+    process.terminate([pid for pid in process.descendants(os.getpid()) if pid not in before])
 
 
 def shout(record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:

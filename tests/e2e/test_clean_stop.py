@@ -1,0 +1,193 @@
+"""A planned stop (SIGTERM, as `make stop` and supervisors send it) keeps state and leaves no JVM.
+
+The pipeline is stopped with SIGTERM to its driver process only. It must stop
+its Flink job with a savepoint, and its job server JVM must be gone
+afterwards even when Beam's own clean-up fails (its temp folder removed under
+it, the FileNotFoundError seen in issue 13). The next start resumes from the
+savepoint: every tick is counted once and no bar version is sent twice
+(after a crash, by contrast, versions since the last checkpoint repeat:
+test_pipeline_restart.py).
+
+Survivors are checked by the pids of the driver's process tree, not by name:
+other pipelines on this machine run the same jars.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
+from tests.e2e.pipeline_process import PipelineProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
+
+WINDOW_MS = 5000
+SYMBOLS = ["AAPL", "MSFT", "GOOG"]
+
+
+def publish_for(script: TickScript, walk: RandomWalk, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for partition, symbol in enumerate(SYMBOLS):
+            script.tick(symbol, walk.next(symbol), walk.volume(), partition=partition)
+        time.sleep(0.1)
+    script.flush()
+
+
+def alive(pids: list[int]) -> list[str]:
+    """The pids of `pids` still running (not zombies), with their command lines."""
+    left = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:150]
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[-1].split()[0] != "Z":
+            left.append(f"{pid}: {cmdline}")
+    return left
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def job_server_temp_root(pids: list[int]) -> Path | None:
+    """Beam's temp folder of the job server among `pids` (its --artifacts-dir lives inside)."""
+    for pid in pids:
+        args = cmdline(pid)
+        if "--artifacts-dir" in args:
+            return Path(args[args.index("--artifacts-dir") + 1]).parent
+    return None
+
+
+def sigterm_driver(pipeline: PipelineProcess, timeout_s: float = 150) -> list[int]:
+    """SIGTERM the driver only, wait for it to exit; return the pids of its tree at the signal."""
+    tree = pipeline.tree()
+    pipeline.proc.send_signal(signal.SIGTERM)
+    pipeline.proc.wait(timeout=timeout_s)
+    time.sleep(1)
+    return tree
+
+
+def wait_for_log(pipeline: PipelineProcess, text: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in pipeline.log_path.read_text(errors="replace"):
+        pipeline.assert_running()
+        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{pipeline.tail()}"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def topics(kafka_bootstrap):
+    created = TopicSet.create(kafka_bootstrap, uuid.uuid4().hex[:8])
+    yield created
+    created.delete(kafka_bootstrap)
+
+
+def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
+        kafka_bootstrap, flink_jars, topics, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    # Checkpoints every 30 s: a stop that only cancelled would resume from
+    # far back (or from nothing) and send many bar versions again.
+    args = [f"--bootstrap_servers={kafka_bootstrap}", *topics.pipeline_args(),
+            "--window_size_s=5", "--allowed_lateness_s=2", "--early_firing_s=1",
+            f"--consumer_group=stop-{topics.ticks}", "--parallelism=2",
+            "--checkpointing_interval=30000", f"--state_backend_storage_path=file://{checkpoints}"]
+    collector = Collector(kafka_bootstrap, topics)
+    script = TickScript(Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5}), topics.ticks)
+    walk = RandomWalk(SYMBOLS, seed=5)
+    first = PipelineProcess(args + ["--no_resume"], tmp_path / "first.log").start()
+    second = None
+    try:
+        # Ticks published before the job reads can be judged late at its
+        # start (docs/deployment.md, troubleshooting): the feed starts once it runs.
+        wait_for_log(first, "Job state changed to RUNNING")
+        deadline = time.monotonic() + 300
+        while not collector.snapshot()[0]:
+            first.assert_running()
+            assert time.monotonic() < deadline, f"no bar from the first run:\n{first.tail()}"
+            publish_for(script, walk, 0.5)
+        publish_for(script, walk, 6)
+
+        # Beam's stop of its job server removes this folder first; when that
+        # raised, the JVM used to run on with parent 1.
+        temp_root = job_server_temp_root(first.tree())
+        assert temp_root is not None, f"no job server among the driver's children: {first.tree()}"
+        shutil.rmtree(temp_root)
+        tree = sigterm_driver(first)
+        assert tree, "the driver had no child process"
+        assert alive(tree) == [], f"left running after SIGTERM:\n{first.tail(30)}"
+        log = (tmp_path / "first.log").read_text()
+        assert "savepoint complete" in log, first.tail(40)
+        savepoints = sorted((checkpoints / "savepoints").glob("savepoint-*/_metadata"))
+        assert len(savepoints) == 1
+
+        publish_for(script, walk, 4)            # published while no pipeline runs
+        bars_before = len(collector.snapshot()[0])
+        second = PipelineProcess(args, tmp_path / "second.log").start()
+        deadline = time.monotonic() + 300
+        while len(collector.snapshot()[0]) == bars_before:
+            second.assert_running()
+            assert time.monotonic() < deadline, f"no bar after the restart:\n{second.tail()}"
+            time.sleep(1)
+        assert f"resuming from checkpoint {savepoints[0].parent}" in (tmp_path / "second.log").read_text()
+        publish_for(script, walk, 6)
+
+        published = Counter()
+        for batch in script.batches:
+            tick = orjson.loads(batch.values[0])
+            published[(tick["symbol"], tick["timestamp"] // WINDOW_MS * WINDOW_MS)] += 1
+
+        def all_counted(bars, alerts, dead_letters) -> bool:
+            got = final_bars(bars)
+            return all(got.get(key, {}).get("tick_count") == n for key, n in published.items())
+
+        if not collector.wait_for(all_counted, timeout_s=120):
+            got = final_bars(collector.snapshot()[0])
+            short = {key: (got.get(key, {}).get("tick_count"), n) for key, n in published.items()
+                     if got.get(key, {}).get("tick_count") != n}
+            reasons = Counter(letter["reason"] for _, letter in collector.snapshot()[2])
+            raise AssertionError(f"windows missing ticks (got, published): {short}; "
+                                 f"dead letters by reason: {dict(reasons)}\n{second.tail(20)}")
+        tree = second.tree()
+        second.stop()
+        assert alive(tree) == []
+        bars, _, dead_letters = collector.snapshot()
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+        collector.close()
+    versions = Counter((bar["symbol"], bar["window_start"], bar["pane_index"]) for bar in bars)
+    sent_twice = {version: n for version, n in versions.items() if n > 1}
+    assert sent_twice == {}, f"bar versions sent again after a planned stop: {sent_twice}"
+    assert dead_letters == [], dead_letters[:3]
+
+
+def test_sigterm_during_start_up_leaves_no_jvm(kafka_bootstrap, flink_jars, topics, tmp_path):
+    """SIGTERM while the KafkaIO expansion service runs (start-up): it and the driver are gone."""
+    args = [f"--bootstrap_servers={kafka_bootstrap}", *topics.pipeline_args(), "--no_resume",
+            f"--state_backend_storage_path=file://{tmp_path / 'checkpoints'}"]
+    pipeline = PipelineProcess(args, tmp_path / "pipeline.log").start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("io-expansion-service" in " ".join(cmdline(pid)) for pid in pipeline.tree()):
+            pipeline.assert_running()
+            assert time.monotonic() < deadline, f"no expansion service started:\n{pipeline.tail()}"
+            time.sleep(0.1)
+        tree = sigterm_driver(pipeline, timeout_s=60)
+        assert alive(tree) == [], f"left running after SIGTERM:\n{pipeline.tail(30)}"
+    finally:
+        pipeline.kill()
