@@ -71,6 +71,7 @@ class Mailbox:
         self.close_code = 1000
         self.close_reason = ""
         self.detached = False           # the socket's writer thread is gone
+        self.exclusive_waiting = 0      # control frames waiting: they go before the next queued frame
         self.queued = 0                 # frames that could not be written at once
 
     def offer(self, frame: bytes) -> bool:
@@ -82,7 +83,8 @@ class Mailbox:
         with self._cond:
             if self.state is not None:
                 return False
-            if self.busy or self._items or self.partial is not None or self.sock is None:
+            if (self.busy or self._items or self.partial is not None or self.exclusive_waiting
+                    or self.sock is None):
                 if self.pending_bytes and self.pending_bytes + len(frame) > self.max_bytes:
                     return False
                 self._items.append(frame)
@@ -121,11 +123,17 @@ class Mailbox:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self.busy or self.partial is not None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if self.detached or (remaining is not None and remaining <= 0):
-                    return
-                self._cond.wait(remaining)
+            # While we wait, nobody starts another frame (a ping behind a
+            # backlog of megabytes would miss its pong deadline).
+            self.exclusive_waiting += 1
+            try:
+                while self.busy or self.partial is not None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if self.detached or (remaining is not None and remaining <= 0):
+                        return
+                    self._cond.wait(remaining)
+            finally:
+                self.exclusive_waiting -= 1
             self.busy = True
         try:
             if self.sock is not None:
@@ -164,7 +172,7 @@ class Mailbox:
                         return item
                     if self.state is not None:
                         raise _Ended(self.state)
-                    if self._items:
+                    if self._items and not self.exclusive_waiting:
                         self.busy = True
                         item = self._items.popleft()
                         self.pending_bytes -= len(item)
