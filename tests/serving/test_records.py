@@ -1,0 +1,67 @@
+"""serving.records: whatever a topic holds, a record is either a bar/alert serving can always encode,
+or a MalformedRecord with a reason from the fixed set (never another exception)."""
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from market import codec
+from serving.records import REASONS, MalformedRecord, check_alert, check_bar, decode_record
+from tests.serving.samples import alert, bar
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=30)
+FIELD_VALUES = JSON | st.just(5e-324) | st.just(1.7976931348623157e308) | st.just(2**64 - 1) | st.just("AAPL\n")
+
+
+def outcome(raw: bytes | None, is_bar: bool) -> None:
+    try:
+        record = decode_record(raw, bar=is_bar)
+    except MalformedRecord as exc:
+        assert exc.reason in REASONS
+        return
+    # Accepted: it must encode (REST, snapshots) and have the fields serving reads.
+    codec.dumps({"type": "trend", "data": record})
+    assert isinstance(record["symbol"], str) and isinstance(record["window_start"], int)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(raw=st.binary(max_size=300) | st.none(), is_bar=st.booleans())
+def test_any_bytes(raw: bytes | None, is_bar: bool) -> None:
+    outcome(raw, is_bar)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(value=JSON, is_bar=st.booleans())
+def test_any_json_value(value: Any, is_bar: bool) -> None:
+    outcome(codec.dumps(value), is_bar)
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.sampled_from(["bar", "alert"]), changes=st.dictionaries(
+    st.sampled_from(sorted(set(bar()) | set(alert()) | {"extra", "note"})), FIELD_VALUES, min_size=1, max_size=3))
+def test_a_valid_record_with_any_fields_changed(base: str, changes: dict[str, Any]) -> None:
+    record = {**(bar() if base == "bar" else alert()), **changes}
+    outcome(codec.dumps(record), base == "bar")
+
+
+def test_deep_nesting_is_rejected_before_encoding_could_fail() -> None:
+    deep = b"[" * 300 + b"1" + b"]" * 300
+    for field in ("close", "note", "anomalies"):
+        raw = codec.dumps({k: v for k, v in bar().items() if k != field})[:-1] + f',"{field}":'.encode() + deep + b"}"
+        try:
+            decode_record(raw, bar=True)
+        except MalformedRecord as exc:
+            assert exc.reason in ("invalid_field", "too_deep")
+        else:
+            raise AssertionError(f"{field} nested 300 deep was accepted")
+
+
+def test_the_samples_are_valid() -> None:
+    assert check_bar(bar()) and check_alert(alert())
+    assert check_bar(bar(pane_index=0, log_return=None, sma_fast=None)) is not None
