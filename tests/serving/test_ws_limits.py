@@ -218,3 +218,17 @@ def test_every_frame_is_whole_while_pings_and_fan_out_share_the_socket(
     assert sum(r["pings"] for r in results) > 0
     for ws in sockets:
         ws.close()
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                          live_server: Callable[..., LiveServer]) -> None:
+    for name, value in (("WS_MAX_CONNECTIONS", "1"), ("WS_MAX_SYMBOLS", "7"), ("WS_MESSAGE_RATE", "2.5"),
+                        ("WS_MESSAGE_BURST", "3"), ("WS_QUEUE_BYTES", "12345"),
+                        ("WS_ALLOWED_ORIGINS", "https://a.example, https://b.example")):
+        monkeypatch.setenv(name, value)
+    server = live_server()
+    limits = server.state.hub.limits
+    assert (limits.max_clients, limits.max_symbols, limits.message_rate, limits.message_burst,
+            limits.queue_bytes) == (1, 7, 2.5, 3, 12345)
+    assert handshake_status(server, origin="https://b.example") == 101
+    assert handshake_status(server, origin=f"http://127.0.0.1:{server.port}") == 403
