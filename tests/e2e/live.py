@@ -52,6 +52,7 @@ class Collector:
     def __init__(self, bootstrap: str, topics: TopicSet) -> None:
         self.topics = topics
         self.bars: list[dict] = []
+        self.bar_received_ms: list[int] = []   # wall clock when each bar was read, parallel to bars
         self.alerts: list[dict] = []
         self.dead_letters: list[tuple[bytes | None, dict]] = []
         self._lock = threading.Lock()
@@ -72,6 +73,7 @@ class Collector:
                 if msg.topic() == self.topics.trends:
                     assert msg.key() == value["symbol"].encode()
                     self.bars.append(value)
+                    self.bar_received_ms.append(int(time.time() * 1000))
                 elif msg.topic() == self.topics.alerts:
                     assert msg.key() == value["symbol"].encode()
                     self.alerts.append(value)
