@@ -42,10 +42,22 @@ def _env() -> dict[str, str]:
     return env
 
 
+def serving_command(host: str, port: int) -> list[str]:
+    """docs/serving.md's production command (the one docker-compose runs), bound to `host:port`.
+
+    gunicorn, not `python -m serving` (Werkzeug's development server): the
+    demo serves the way production does. `-m gunicorn` keeps this interpreter,
+    so serving gets the project's .venv.
+    """
+    return [_python(), "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "1100",
+            "--worker-connections", "2200", "--bind", f"{host}:{port}", "--graceful-timeout", "10",
+            "serving:create_app()"]
+
+
 def commands(rate: int, port: int) -> dict[str, list[str]]:
     """The command line of each part."""
     return {
-        SERVING: [_python(), "-m", "serving", "--host", config.SERVING_HOST, "--port", str(port)],
+        SERVING: serving_command(config.SERVING_HOST, port),
         PIPELINE: [_python(), "-m", "pipelines.market", "--runner=FlinkRunner"],
         PRODUCER: [_python(), "-m", "producer", "--rate", str(rate)],
     }
