@@ -18,6 +18,9 @@ A benchmark, not a test: it prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -125,7 +128,12 @@ def main() -> int:
                         help="comma-separated: batches, event_time, beam")
     parser.add_argument("--every_s", type=float, default=2.0)
     parser.add_argument("--timeout_s", type=float, default=240.0)
+    parser.add_argument("--topic", help=argparse.SUPPRESS)   # set for the per-read child process
     args, extra = parser.parse_known_args()
+    if args.topic:
+        probe(args.bootstrap, args.topic, args.read, args.records, args.parallelism, args.every_s,
+              args.timeout_s, extra)
+        return 0
 
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -138,7 +146,20 @@ def main() -> int:
         print(f"filled {topic}: {args.records} records, {args.partitions} partitions, "
               f"{time.monotonic() - started:.1f} s; parallelism {args.parallelism} {' '.join(extra)}", flush=True)
         for read in args.read.split(","):
-            probe(args.bootstrap, topic, read, args.records, args.parallelism, args.every_s, args.timeout_s, extra)
+            # Each read in its own process group: Beam starts a job server JVM
+            # per run and does not always stop it at exit; the group goes with it.
+            child = subprocess.Popen(
+                [sys.executable, "-W", "ignore", __file__, f"--bootstrap={args.bootstrap}", f"--topic={topic}",
+                 f"--read={read}", f"--records={args.records}", f"--parallelism={args.parallelism}",
+                 f"--every_s={args.every_s}", f"--timeout_s={args.timeout_s}", *extra],
+                start_new_session=True)
+            try:
+                child.wait()
+            finally:
+                try:
+                    os.killpg(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
     finally:
         admin.delete_topics([topic], operation_timeout=30)
     return 0
