@@ -853,10 +853,11 @@ def run_live(args: argparse.Namespace) -> int:
             print(f"{t:>5.0f} {(pub - last_pub) / (now - last_t):>10,.0f} {(done - last_done) / (now - last_t):>12,.0f} "
                   f"{pub - done:>9,} {lag if lag is not None else '-':>10} {p50:>7.0f} {p99:>7.0f}", flush=True)
             last_t, last_pub, last_done = now, pub, done
-            if "start" not in cpu_marks and t >= args.warmup_s:
-                cpu_marks["start"] = (now, done, pipeline.cpu(), producer.cpu())
-        if "start" in cpu_marks:
-            cpu_marks["end"] = (time.monotonic(), progress.processed, pipeline.cpu(), producer.cpu())
+            if t >= args.warmup_s and producer.running():
+                # The last mark taken while the producer still runs: CPU at
+                # the offered rate, with the producer's own CPU readable.
+                cpu_marks["start" if "start" not in cpu_marks else "end"] = (
+                    now, done, pipeline.cpu(), producer.cpu())
         end_backlog = tick_log.count - progress.processed
         # Let the backlog drain to tell "slow" from "lost".
         deadline = time.monotonic() + 60
