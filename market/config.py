@@ -33,6 +33,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DLQ_TOPIC, 1, "rejected ticks with the reason"),
 )
 
+# The pipeline's Kafka consumer group: offsets are committed to it when a
+# checkpoint completes, and a start without a checkpoint resumes there.
+PIPELINE_CONSUMER_GROUP = "market-pipeline"
+
 # --- Bars and anomalies (DESIGN.md §4, §5, §9) -------------------------------
 WINDOW_SIZE_S = 60
 ALLOWED_LATENESS_S = 30

@@ -4,9 +4,15 @@
 
 runs it on an embedded Flink with the local jars; `--flink_master=host:port`
 on a Flink cluster; `--runner=DataflowRunner ...` on Dataflow (see
-runners/README.md). Streaming is implied.
+docs/deployment.md). Streaming is implied.
 """
 from __future__ import annotations
+
+from market import console
+
+if __name__ == "__main__":
+    # Before Beam is imported: its Google client libraries warn at import time.
+    console.filter_library_warnings()
 
 import atexit
 import contextlib
@@ -22,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from market import kafka_security
 from pipelines import kafka_io, preflight
-from pipelines.options import MarketOptions
+from pipelines.options import MarketOptions, command_line
 from transforms import MarketAnalytics
 
 log = logging.getLogger(__name__)
@@ -151,14 +157,18 @@ def _stop_child_processes() -> None:
         log.info("stopped child processes %s", left)
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipelines.market [flags]`: run the pipeline until it ends or a signal stops it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --help lists MarketOptions' flags and exits; a bad value stops here, before any JVM starts.
+    command_line("python -m pipelines.market", description=__doc__.split("\n\n")[0]).parse_known_args(argv)
+    console.setup_logging()
     signal.signal(signal.SIGTERM, _exit_on_first_signal)
     # Registered first, so it runs after Beam's own exit handlers: whatever
     # path leaves (a signal during start-up included), no child JVM survives.
     atexit.register(_stop_child_processes)
     try:
-        result = run()
+        result = run(argv)
     except preflight.PreflightError as exc:
         log.error("%s", exc)
         return 2

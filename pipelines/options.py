@@ -1,5 +1,7 @@
-"""`MarketOptions`: the flags of DESIGN.md §9, defaults from `market.config`."""
+"""`MarketOptions`: the flags of DESIGN.md §9 and §10, defaults from `market.config`."""
 from __future__ import annotations
+
+import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -17,7 +19,7 @@ class MarketOptions(PipelineOptions):
         parser.add_argument("--output_topic", default=config.TRENDS_TOPIC, help="topic of bars")
         parser.add_argument("--alerts_topic", default=config.ALERTS_TOPIC, help="topic of alerts")
         parser.add_argument("--dlq_topic", default=config.DLQ_TOPIC, help="topic of dead letters")
-        parser.add_argument("--consumer_group", default="market-pipeline",
+        parser.add_argument("--consumer_group", default=config.PIPELINE_CONSUMER_GROUP,
                             help="Kafka consumer group whose offsets are committed when a "
                                  "checkpoint completes (a start without a checkpoint resumes there)")
         parser.add_argument("--start_offset", choices=["earliest", "latest"], default="earliest",
@@ -46,7 +48,34 @@ class MarketOptions(PipelineOptions):
                             help="|return_zscore| alert threshold")
         parser.add_argument("--volume_spike_ratio", type=float, default=config.VOLUME_SPIKE_RATIO,
                             help="volume_ratio alert threshold")
+        parser.add_argument("--no_resume", action="store_true", default=False,
+                            help="start afresh from the consumer group's committed offsets instead of "
+                                 "resuming from the newest Flink checkpoint or savepoint")
         # DESIGN.md §10. No defaults here: the environment is read when the
         # clients are built, so a password from KAFKA_SASL_PASSWORD never lands
         # in the pipeline options shipped to the runner.
         kafka_security.add_arguments(parser)
+
+
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Each flag's help ends with its default, unless it has none (switches, unset security flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def command_line(prog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A parser of MarketOptions for a command's `--help`: these flags with their defaults, nothing else.
+
+    The values themselves are read by Beam's PipelineOptions (`view_as(MarketOptions)`);
+    this parser only answers `--help` and rejects a bad value before anything starts.
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=_DefaultsHelpFormatter,
+        epilog="Every standard Beam option is accepted too (--runner, --flink_master, --parallelism, "
+               "--job_name, ...): see Beam's PipelineOptions.")
+    MarketOptions._add_argparse_args(parser)
+    return parser

@@ -1,17 +1,20 @@
 """Development server: `python -m serving [--port 8000 ...]` (production: gunicorn, docs/serving.md)."""
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
-from serving import create_app, settings
+from market import console
+
+console.filter_library_warnings()
+
+from serving import create_app, settings  # noqa: E402 - after the warning filter
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the Werkzeug development server with threads (one per WebSocket client)."""
     config, ns = settings.parse_args(argv)
-    logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.setup_logging(ns.log_level)
     app = create_app(config)
     app.run(host=ns.host, port=ns.port, threaded=True, use_reloader=False)
     return 0

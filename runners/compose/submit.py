@@ -61,11 +61,15 @@ ACTIVE_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "FAILING", 
 
 
 
-def split_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """(this module's flags, the pipeline's arguments without them)."""
-    parser = argparse.ArgumentParser(add_help=False)
+def _add_own_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka_expansion_service", default=DEFAULT_EXPANSION_SERVICE,
                         help="host:port of the KafkaIO expansion service container")
+
+
+def split_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """(this module's flags and --no_resume, the pipeline's arguments without them)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_own_flags(parser)
     parser.add_argument("--no_resume", action="store_true")
     return parser.parse_known_args(argv)
 
@@ -126,12 +130,19 @@ def run(argv: list[str] | None = None):
     return pipeline.run()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    """`python -m runners.compose [flags]`: submit, then stay attached to the job."""
+    from market import console
     from pipelines import preflight
+    from pipelines.options import command_line
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = command_line("python -m runners.compose", "Submit the market pipeline to the compose stack's Flink.")
+    _add_own_flags(parser)
+    parser.parse_known_args(argv)     # --help lists the flags and exits
+    console.setup_logging()
     try:
-        result = run()
+        result = run(argv)
     except preflight.PreflightError as exc:
         log.error("%s", exc)
         return 2

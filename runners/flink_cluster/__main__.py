@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
-from runners.flink_cluster import cluster, conf, distribution
-from runners.local import fetch as local_fetch
-from runners.local import paths, prereqs
+from market import console
+
+console.filter_library_warnings()
+
+from runners.flink_cluster import cluster, conf, distribution  # noqa: E402 - after the warning filter
+from runners.local import fetch as local_fetch  # noqa: E402
+from runners.local import paths, prereqs  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"start: number of TaskManagers ({conf.SLOTS_PER_TASKMANAGER} slots each)")
     parser.add_argument("--force", action="store_true", help="fetch: unpack again")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.setup_logging()
     try:
         if args.command == "fetch":
             print(f"flink: {distribution.fetch(force=args.force)}")

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from market import config
-from runners.local import fetch, kafka, paths, prereqs, process, stack
+from market import console
+
+console.filter_library_warnings()
+
+from market import config  # noqa: E402 - after the warning filter
+from runners.local import fetch, kafka, paths, prereqs, process, stack  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="fetch: resolve again even if cached")
     parser.add_argument("--reset", action="store_true", help="stop: also delete the broker's data")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.setup_logging()
     try:
         if args.command == "fetch":
             for name, path in fetch.fetch_all(force=args.force).items():
