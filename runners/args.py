@@ -29,14 +29,14 @@ def has_flag(argv: list[str], name: str) -> bool:
 # * a Python state cache: without it every state read of the screening step
 #   is a round trip to the Flink JVM (12 ms each under load in one profile);
 #   Beam disables it by default.
-# * bundles of at most 100 ms (Java option maxBundleTimeMills, hence "mills"):
+# * bundles of at most 250 ms (Java option maxBundleTimeMills, hence "mills"):
 #   a Python stage hands its output on when its bundle finishes, and Beam's
 #   streaming default of 1000 ms adds up to a second per stage between a
-#   tick and its bar. Measured with benchmarks/pipeline_bench.py --rates 10000
-#   on 2 cores (batched Kafka read): 1000 ms gave p50 4.5 s / p95 7.0 s and
-#   9,282 of 10,000 ticks/s processed; 100 ms gave p50 1.8 s / p95 2.9 s and
-#   9,700/s. Bundles of batches stay large enough that the extra bundle
-#   round trips cost little (drain 127k ticks/s with 1000 ms, see below).
+#   tick and its bar. benchmarks/pipeline_bench.py --rates 10000 --step_s 40
+#   on 2 cores, batched Kafka read, one run each (p50/p95/p99 ms, processed
+#   ticks/s): 1000 ms 4516/7038/49820, 9,282; 250 ms 1744/2446/2811, 9,593;
+#   100 ms 1840/2899/27581, 9,700. 250 ms is as fast as 100 ms with fewer
+#   bundle round trips to the Python workers.
 #
 # Parallelism is left to Beam: on the embedded Flink it defaults to the
 # number of cores, and the Kafka read (runners/local/java,
@@ -48,7 +48,7 @@ FLINK_DEFAULTS: dict[str, str | None] = {
     "finish_bundle_before_checkpointing": None,
     "object_reuse": None,
     "max_cache_memory_usage_mb": "64",
-    "max_bundle_time_mills": "100",
+    "max_bundle_time_mills": "250",
 }
 
 
