@@ -287,6 +287,11 @@ class Started:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             pass
+        for pid in self._alive():   # what left the group (setsid) gets its SIGTERM too
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self._alive():
             time.sleep(0.2)
