@@ -682,7 +682,7 @@ def drain_one(system: str, cmd: list[str], env: dict | None, bootstrap: str, bar
         if result.seconds < 10:
             # Progress moves in steps (bar batches; the pipeline's EARLY panes
             # every second), so a short span makes a coarse rate.
-            result.note = (f"10 %→90 % took only {result.seconds:.1f}s: rate ±{100 / max(result.seconds, 0.1):.0f} %, "
+            result.note = (f"10 %→90 % took only {result.seconds:.1f}s: rate up to ±{100 / max(result.seconds, 0.1):.0f} %, "
                            f"use more --ticks")
         (c10, cpu10), (c90, cpu90) = cpu_at.get(0.1, cpu_at[0.0]), cpu_at[0.9]
         if c90 - c10 < 0.2 * ticks:
