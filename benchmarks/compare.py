@@ -304,6 +304,10 @@ class Started:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        time.sleep(0.2)
+        left = self._alive()
+        if left:
+            print(f"warning: {self.name}: processes still alive after SIGKILL: {left}", file=sys.stderr)
 
     def _alive(self) -> list[int]:
         """Recorded pids still running as the same process (same start time)."""
