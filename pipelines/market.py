@@ -17,14 +17,12 @@ if __name__ == "__main__":
 import atexit
 import contextlib
 import logging
-import os
 import signal
 import sys
-import time
 import typing
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from market import kafka_security
 from pipelines import kafka_io, preflight
@@ -81,21 +79,22 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: be
     return outputs
 
 
-def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
-    """Parse flags, let the runner add what it needs, build and run the pipeline."""
-    from apache_beam.options.pipeline_options import TestOptions
+def run(argv: list[str] | None = None, expansion_service=None) -> beam.runners.runner.PipelineResult:
+    """Build the pipeline from plain Beam flags (any runner) and run it; return without waiting.
 
-    from runners import select
-
-    pipeline_args, expansion_service = select.prepare(argv)
-    options = PipelineOptions(pipeline_args)
+    `expansion_service` expands the Java KafkaIO transforms (a
+    JavaJarExpansionService, entered here so one JVM serves all four, or a
+    "host:port" string); None lets Beam start its default one.
+    """
+    options = PipelineOptions(sys.argv[1:] if argv is None else argv)
     options.view_as(StandardOptions).streaming = True
     if not options.view_as(TestOptions).dry_run and "Dataflow" not in str(options.view_as(StandardOptions).runner):
         # Dataflow's workers reach brokers this machine may not: no check there.
         preflight.check_kafka(options.view_as(MarketOptions))
     pipeline = beam.Pipeline(options=options)
     # One expansion-service JVM for the four KafkaIO transforms, not one each.
-    with expansion_service if expansion_service is not None else contextlib.nullcontext():
+    with (expansion_service if isinstance(expansion_service, contextlib.AbstractContextManager)
+          else contextlib.nullcontext()):
         build_pipeline(pipeline, options, expansion_service=expansion_service)
     return pipeline.run()
 
@@ -111,54 +110,15 @@ def _exit_on_first_signal(signum: int, frame) -> None:
     sys.exit(128 + signum)
 
 
-def _stop_job(result: beam.runners.runner.PipelineResult) -> None:
-    """End a job still running: stop with a savepoint where the runner allows it, else cancel."""
-    from runners.local import flink as local_flink
-
-    terminal = beam.runners.runner.PipelineState.is_terminal
-    try:
-        if result.state and terminal(result.state):
-            return
-    except Exception as exc:  # the job server is gone: nothing left to stop
-        log.warning("job state unknown (%s): not stopping it", exc)
-        return
-    target = local_flink.savepoint_target
-    if target is not None and local_flink.stop_with_savepoint(target) is not None:
-        # The job ends FINISHED once its tasks have stopped; Beam reports DONE.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if terminal(result.state):
-                    return
-            except Exception:  # the job server shut its cluster down after the job
-                return
-            time.sleep(0.5)
-        log.warning("the job did not end within 30s of its savepoint: cancelling it")
-    else:
-        log.warning("no savepoint: cancelling the job; the next start replays from the last checkpoint")
-    try:
-        result.cancel()
-    except Exception as exc:  # the job server may already be gone
-        log.warning("could not cancel the job: %s", exc)
-
-
-def _stop_child_processes() -> None:
-    """Terminate what this process started and left running: the Flink job server and expansion service JVMs.
-
-    Beam stops its job server at exit, but its stop removes a temp folder
-    first and, when that raises (a FileNotFoundError was seen), never stops
-    the JVM, which then runs on with parent 1. The JVMs are found by this
-    process's tree, not by name: other pipelines run the same jars.
-    """
-    from runners.local import process
-
-    left = process.terminate(process.descendants(os.getpid()), grace_s=10.0)
-    if left:
-        log.info("stopped child processes %s", left)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """`python -m pipelines.market [flags]`: run the pipeline until it ends or a signal stops it."""
+    """`python -m pipelines.market [flags]`: run the pipeline until it ends or a signal stops it.
+
+    The command line's edge: here, not in `run()`, the runner gets what it
+    needs from this machine (runners/select.py: local jars, Flink conf dir,
+    checkpoints and resume, the expansion service).
+    """
+    from runners import select
+
     argv = list(sys.argv[1:] if argv is None else argv)
     # --help lists MarketOptions' flags and exits; a bad value stops here, before any JVM starts.
     command_line("python -m pipelines.market", description=__doc__.split("\n\n")[0]).parse_known_args(argv)
@@ -166,17 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_first_signal)
     # Registered first, so it runs after Beam's own exit handlers: whatever
     # path leaves (a signal during start-up included), no child JVM survives.
-    atexit.register(_stop_child_processes)
+    atexit.register(select.stop_child_processes)
     try:
-        result = run(argv)
+        result = run(*select.prepare(argv))
     except preflight.PreflightError as exc:
         log.error("%s", exc)
         return 2
     try:
         result.wait_until_finish()
     finally:
-        _stop_job(result)
-        _stop_child_processes()
+        select.stop_job(result)
+        select.stop_child_processes()
     return 0
 
 

@@ -1,11 +1,13 @@
-"""Per-runner set-up of the market pipeline, kept out of the pipeline code.
+"""What the chosen runner needs on this machine, attached at the command line's edge.
 
-`prepare(argv)` returns the pipeline arguments with what the chosen runner
-needs added, and the expansion service that expands Beam's Java KafkaIO:
+`pipelines.market.run(argv)` builds and runs the pipeline on whatever runner
+plain Beam flags name; `python -m pipelines.market` (its `main()`) first
+calls `prepare(argv)` here, which adds what that runner needs from this
+machine, and after the job `stop_job`/`stop_child_processes`:
 
 * FlinkRunner, embedded (`--flink_master` unset, `[local]` or `[auto]`):
-  local job server jar, checkpoints, resume; KafkaIO runs EMBEDDED in the
-  job server's JVM.
+  local job server jar, checkpoints, resume (runners/local/flink.py);
+  KafkaIO runs EMBEDDED in the job server's JVM.
 * FlinkRunner on a cluster (`--flink_master=host:port`): see
   runners/flink_cluster; KafkaIO runs EMBEDDED in the TaskManagers, in the
   job's class loader: the job server ships its own class path (the Beam
@@ -13,38 +15,79 @@ needs added, and the expansion service that expands Beam's Java KafkaIO:
 * DataflowRunner: Dataflow's defaults (KafkaIO in Dataflow's Java
   container); the expansion service is started from the local jar only to
   expand the transform.
+
+The compose stack's submitter (runners/compose) attaches its own: the job
+server and the expansion service are containers there.
 """
 from __future__ import annotations
 
-import argparse
+import logging
+import os
 
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineResult, PipelineState
+
+from pipelines.options import MarketOptions
 from runners.local import beam as local_beam
 from runners.local import flink as local_flink
+from runners.local import process
+from runners.wait import wait_until
+
+log = logging.getLogger(__name__)
 
 
-def _runner_flags(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--runner", default="DirectRunner")
-    parser.add_argument("--flink_master", default="[auto]")
-    parser.add_argument("--no_resume", action="store_true")
-    known, _ = parser.parse_known_args(argv)
-    return known
-
-
-def prepare(argv: list[str] | None) -> tuple[list[str], object | None]:
-    """(pipeline args, KafkaIO expansion service) for the runner named in `argv`."""
-    import sys
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    flags = _runner_flags(argv)
-    argv = [arg for arg in argv if arg != "--no_resume"]
-    runner = flags.runner.rsplit(".", 1)[-1].lower()
+def prepare(argv: list[str]) -> tuple[list[str], object | None]:
+    """(pipeline args, KafkaIO expansion service) for the runner `argv` names."""
+    options = PipelineOptions(argv)
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+    resume = not options.view_as(MarketOptions).no_resume
     if runner in ("flinkrunner", "flink"):
-        if flags.flink_master in local_flink.LOCAL_MASTERS:
-            return local_flink.pipeline_args(argv, resume=not flags.no_resume), local_beam.expansion_service()
+        if options.view_as(FlinkRunnerOptions).flink_master in local_flink.LOCAL_MASTERS:
+            return local_flink.pipeline_args(argv, resume=resume), local_beam.expansion_service()
         from runners.flink_cluster import cluster
-        return cluster.pipeline_args(argv, resume=not flags.no_resume), local_beam.expansion_service()
+        return cluster.pipeline_args(argv, resume=resume), local_beam.expansion_service()
     if runner in ("dataflowrunner", "dataflow"):
         from runners.dataflow import submit
         return submit.pipeline_args(argv), submit.expansion_service()
-    return argv, None
+    return list(argv), None
+
+
+def stop_job(result: PipelineResult, timeout_s: float = 30.0) -> None:
+    """End a job still running: stop with a savepoint where the runner allows it, else cancel."""
+    try:
+        if result.state and PipelineState.is_terminal(result.state):
+            return
+    except Exception as exc:  # the job server is gone: nothing left to stop
+        log.warning("job state unknown (%s): not stopping it", exc)
+        return
+    target = local_flink.savepoint_target
+    if target is not None and local_flink.stop_with_savepoint(target) is not None:
+        # The job ends FINISHED once its tasks have stopped; Beam reports DONE.
+        def ended() -> bool:
+            try:
+                return PipelineState.is_terminal(result.state)
+            except Exception:  # the job server shut its cluster down after the job
+                return True
+
+        if wait_until(ended, timeout_s):
+            return
+        log.warning("the job did not end within %.0fs of its savepoint: cancelling it", timeout_s)
+    else:
+        log.warning("no savepoint: cancelling the job; the next start replays from the last checkpoint")
+    try:
+        result.cancel()
+    except Exception as exc:  # the job server may already be gone
+        log.warning("could not cancel the job: %s", exc)
+
+
+def stop_child_processes() -> None:
+    """Terminate what this process started and left running: the Flink job server and expansion service JVMs.
+
+    Beam stops its job server at exit, but its stop removes a temp folder
+    first and, when that raises (a FileNotFoundError was seen), never stops
+    the JVM, which then runs on with parent 1. The JVMs are found by this
+    process's tree, not by name: other pipelines run the same jars.
+    """
+    left = process.terminate(process.descendants(os.getpid()), grace_s=10.0)
+    if left:
+        log.info("stopped child processes %s", left)

@@ -5,7 +5,7 @@
         --environment_type=EXTERNAL --environment_config=localhost:50000 \\
         --kafka_expansion_service=kafka-expansion:8097 --job_name=market
 
-Why this and not `python -m pipelines.market`: `runners/select.py` takes the
+Why this and not `python -m pipelines.market`: that command's `main()` takes the
 Beam job server and the KafkaIO expansion service from the local launcher
 jars (`python -m runners.local fetch`, which needs Java and Maven). The
 project image has neither; in the compose stack both run as containers of
@@ -22,10 +22,10 @@ the pinned `apache/beam_flink1.19_job_server:2.62.0` image instead:
   TaskManager JVM: the stock Flink image has no Docker to run Beam's default
   Java SDK container.
 
-The pipeline graph (`pipelines.market.build_pipeline`), its options and the
-broker check (`pipelines.preflight`) are the project's own code, unchanged.
-Added unless given: `--setup_file` (the Python workers install the project
-from it), checkpoints every 10 s under `/opt/flink/checkpoints/<job_name>`
+The pipeline is submitted by `pipelines.market.run`, the same code
+`python -m pipelines.market` runs (options, broker check, graph). Added
+unless given: `--setup_file` (the Python workers install the project
+from it), checkpoints (runners/checkpoints.py) every 10 s under `/opt/flink/checkpoints/<job_name>`
 (a volume shared by JobManager, TaskManager and this container), and with
 `--job_name` a resume from that name's newest completed checkpoint
 (`--no_resume` starts afresh from the consumer group's committed offsets).
@@ -38,8 +38,6 @@ newest checkpoint).
 """
 from __future__ import annotations
 
-from runners.args import flag_value, has_flag, with_flink_defaults
-
 import argparse
 import json
 import logging
@@ -48,17 +46,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from runners import checkpoints
+from runners.args import flag_value, has_flag, with_flink_defaults
+
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_ROOT = Path("/opt/flink/checkpoints")
-CHECKPOINT_INTERVAL_MS = 10_000
 DEFAULT_EXPANSION_SERVICE = "kafka-expansion:8097"
 ACTIVE_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING")
-
-
-
-
 
 
 def _add_own_flags(parser: argparse.ArgumentParser) -> None:
@@ -76,24 +72,17 @@ def split_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     """`argv` plus the worker packaging and checkpointing a compose run needs, unless given."""
-    from runners.local.flink import latest_checkpoint
-
     args = with_flink_defaults(argv)
     if not has_flag(args, "setup_file"):
         args.append(f"--setup_file={PROJECT_ROOT / 'setup.py'}")
     job_name = flag_value(args, "job_name")
-    given = flag_value(args, "state_backend_storage_path")
-    storage = Path(given.removeprefix("file://")) if given else CHECKPOINT_ROOT / (job_name or "unnamed")
-    if not has_flag(args, "checkpointing_interval"):
-        args += [f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}", "--state_backend=filesystem",
-                 "--externalized_checkpoints_enabled", "--retain_externalized_checkpoints_on_cancellation"]
-        if not given:
-            args.append(f"--state_backend_storage_path=file://{storage}")
-    if resume and job_name and not has_flag(args, "savepoint_path") and storage.is_dir():
-        checkpoint = latest_checkpoint(storage)
-        if checkpoint is not None:
-            log.info("resuming %s from checkpoint %s", job_name, checkpoint)
-            args += [f"--savepoint_path=file://{checkpoint}", "--allow_non_restored_state"]
+    storage = checkpoints.storage_of(args, CHECKPOINT_ROOT / (job_name or "unnamed"))
+    args = checkpoints.with_checkpointing(args, storage)
+    # Without a job name there is no way to tell this job's checkpoints from another's.
+    checkpoint = checkpoints.resume_point(args, storage, resume) if job_name else None
+    if checkpoint is not None:
+        log.info("resuming %s from checkpoint %s", job_name, checkpoint)
+        args += checkpoints.restore_args(checkpoint)
     return args
 
 
@@ -107,11 +96,7 @@ def active_job(flink_master: str, job_name: str, timeout_s: float = 10.0) -> dic
 
 def run(argv: list[str] | None = None):
     """Submit the pipeline unless a job of its name runs; the PipelineResult, or None if not submitted."""
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    from pipelines import market, preflight
-    from pipelines.options import MarketOptions
+    from pipelines import market
 
     flags, argv = split_flags(list(sys.argv[1:] if argv is None else argv))
     job_name = flag_value(argv, "job_name")
@@ -122,12 +107,8 @@ def run(argv: list[str] | None = None):
             log.info("job %s (%s) is already %s on %s: not submitting it again",
                      job_name, running["jid"], running["state"], flink_master)
             return None
-    options = PipelineOptions(pipeline_args(argv, resume=not flags.no_resume))
-    options.view_as(StandardOptions).streaming = True
-    preflight.check_kafka(options.view_as(MarketOptions))
-    pipeline = beam.Pipeline(options=options)
-    market.build_pipeline(pipeline, options, expansion_service=flags.kafka_expansion_service)
-    return pipeline.run()
+    return market.run(pipeline_args(argv, resume=not flags.no_resume),
+                      expansion_service=flags.kafka_expansion_service)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,15 +19,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from runners import checkpoints
 from runners.args import flag_value, has_flag, with_flink_defaults
 from runners.flink_cluster import conf, distribution
 from runners.local import fetch as local_fetch
 from runners.local import paths, prereqs, process
+from runners.wait import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ JOBMANAGER = "flink-jobmanager"
 TASKMANAGER_PREFIX = "flink-taskmanager-"
 WORKER_POOL = "beam-worker-pool"
 WORKER_POOL_PORT = 50000
-CHECKPOINT_INTERVAL_MS = 10_000
 
 # What Flink 1.19's default config.yaml puts in env.java.opts.all so that
 # Kryo and Flink's own reflection work on Java 17's module system.
@@ -162,16 +162,18 @@ def cancel_job(jid: str, timeout_s: float = 60.0) -> str:
     the Python client and the job server only observe it.
     """
     _rest(f"/jobs/{jid}?mode=cancel", method="PATCH")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def ended() -> str | None:
         try:
             state = _rest(f"/jobs/{jid}", timeout_s=10)["state"]
         except (urllib.error.URLError, OSError):  # a JobManager busy cancelling answers late
-            continue
-        if state in ("CANCELED", "FAILED", "FINISHED"):
-            return state
-        time.sleep(0.5)
-    raise RuntimeError(f"job {jid} was not cancelled within {timeout_s:.0f}s")
+            return None
+        return state if state in ("CANCELED", "FAILED", "FINISHED") else None
+
+    state = wait_until(ended, timeout_s)
+    if state is None:
+        raise RuntimeError(f"job {jid} was not cancelled within {timeout_s:.0f}s")
+    return state
 
 
 def is_running() -> bool:
@@ -218,9 +220,10 @@ def start(taskmanagers: int = 1, timeout_s: float = 120.0) -> dict:
 
 def wait_ready(slots: int, timeout_s: float) -> dict:
     """Block until REST reports `slots` registered slots and the worker pool listens."""
-    deadline = time.monotonic() + timeout_s
     last = None
-    while time.monotonic() < deadline:
+
+    def ready() -> dict | None:
+        nonlocal last
         for name in [JOBMANAGER, *taskmanager_names(), WORKER_POOL]:
             if process.read_pid(name) is None:
                 raise RuntimeError(f"{name} exited during start:\n{process.tail(paths.log_file(name))}")
@@ -228,7 +231,10 @@ def wait_ready(slots: int, timeout_s: float) -> dict:
         if (last and last.get("slots-total", 0) >= slots and last.get("slots-available", 0) > 0
                 and process.port_open(conf.HOST, WORKER_POOL_PORT)):
             return last
-        time.sleep(0.5)
+        return None
+
+    if (ready_overview := wait_until(ready, timeout_s)) is not None:
+        return ready_overview
     raise RuntimeError(f"the Flink cluster was not ready in {timeout_s:.0f}s (overview: {last}):\n"
                        f"{process.tail(paths.log_file(JOBMANAGER))}")
 
@@ -253,19 +259,16 @@ def checkpoint_root(job_name: str | None) -> Path:
     return conf.checkpoints_dir() / (job_name or "unnamed")
 
 
-
-
-
-
 def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     """`argv` (with `--runner=FlinkRunner --flink_master=host:port`) plus what a cluster run needs.
 
     * the local job server launcher jar: the Python FlinkRunner starts it and
       it submits the job to `--flink_master`;
     * EXTERNAL Python workers from the cluster's worker pool;
-    * checkpoints every 10 s under `.cache/flink-cluster/checkpoints/<job_name>`,
-      retained on cancel; with an explicit `--job_name` a new submission
-      resumes from that name's newest completed checkpoint.
+    * checkpoints (runners/checkpoints.py) under
+      `.cache/flink-cluster/checkpoints/<job_name>`, retained on cancel; with
+      an explicit `--job_name` a new submission resumes from that name's
+      newest completed checkpoint.
     """
     args = with_flink_defaults(argv)
     if not has_flag(args, "flink_job_server_jar"):
@@ -275,25 +278,19 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     if not has_flag(args, "environment_type"):
         args += ["--environment_type=EXTERNAL", f"--environment_config={conf.HOST}:{WORKER_POOL_PORT}"]
     job_name = flag_value(args, "job_name")
-    if not has_flag(args, "checkpointing_interval"):
-        storage = checkpoint_root(job_name)
-        storage.mkdir(parents=True, exist_ok=True)
-        args += [f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}",
-                 "--state_backend=filesystem",
-                 f"--state_backend_storage_path=file://{storage}",
-                 "--externalized_checkpoints_enabled",
-                 "--retain_externalized_checkpoints_on_cancellation"]
+    storage = checkpoints.storage_of(args, checkpoint_root(job_name))
+    storage.mkdir(parents=True, exist_ok=True)
+    args = checkpoints.with_checkpointing(args, storage)
+    if not job_name:
+        return args
     from runners.local import flink as local_flink  # imports Beam: only when submitting
-    if job_name:
-        # SIGTERM to `python -m pipelines.market` stops this job with a
-        # savepoint where the next submission of the name looks for one.
-        master = flag_value(args, "flink_master") or conf.rest_url()
-        local_flink.savepoint_target = local_flink.SavepointTarget(
-            master if master.startswith("http") else f"http://{master}",
-            local_flink.savepoint_dir(checkpoint_root(job_name)), job_name)
-    if resume and job_name and not has_flag(args, "savepoint_path"):
-        checkpoint = local_flink.latest_checkpoint(checkpoint_root(job_name))
-        if checkpoint is not None:
-            log.info("resuming %s from checkpoint %s", job_name, checkpoint)
-            args += [f"--savepoint_path=file://{checkpoint}", "--allow_non_restored_state"]
+    # SIGTERM to `python -m pipelines.market` stops this job with a
+    # savepoint where the next submission of the name looks for one.
+    master = flag_value(args, "flink_master") or conf.rest_url()
+    local_flink.savepoint_target = local_flink.SavepointTarget(
+        master if master.startswith("http") else f"http://{master}", checkpoints.savepoint_dir(storage), job_name)
+    checkpoint = checkpoints.resume_point(args, storage, resume)
+    if checkpoint is not None:
+        log.info("resuming %s from checkpoint %s", job_name, checkpoint)
+        args += checkpoints.restore_args(checkpoint)
     return args

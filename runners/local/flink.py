@@ -13,43 +13,30 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.args import flag_value, has_flag, with_flink_defaults
+from runners import checkpoints
+from runners.args import has_flag, with_flink_defaults
+from runners.checkpoints import savepoint_dir
 from runners.local import beam as local_beam
 from runners.local import paths
+from runners.wait import wait_until
 
 log = logging.getLogger(__name__)
 
 LOCAL_MASTERS = ("[local]", "[auto]")
-CHECKPOINT_INTERVAL_MS = 10_000
 
 
 def checkpoint_dir() -> Path:
     return paths.cache_dir() / "flink" / "checkpoints"
 
 
-def savepoint_dir(storage: Path) -> Path:
-    """Where a planned stop writes its savepoint, beside the checkpoints of `storage`."""
-    return storage / "savepoints"
-
-
 def latest_checkpoint(root: Path | None = None) -> Path | None:
-    """The newest completed checkpoint or savepoint under `root`.
-
-    A completed one is a `<job>/chk-N` or `savepoints/savepoint-*` folder
-    holding `_metadata` (Flink writes it last). A planned stop leaves a
-    savepoint newer than any checkpoint, so the next start resumes from it.
-    """
-    root = root or checkpoint_dir()
-    done = [*root.glob("*/chk-*/_metadata"), *savepoint_dir(root).glob("savepoint-*/_metadata")]
-    if not done:
-        return None
-    return max(done, key=lambda meta: meta.stat().st_mtime).parent
+    """The newest completed checkpoint or savepoint under `root` (default: the embedded runner's)."""
+    return checkpoints.latest_checkpoint(root or checkpoint_dir())
 
 
 def _free_port() -> int:
@@ -132,19 +119,22 @@ def stop_with_savepoint(target: SavepointTarget, timeout_s: float = 90.0) -> Pat
         request = _rest(f"{target.rest_url}/jobs/{jid}/stop", method="POST",
                         body={"targetDirectory": f"file://{target.directory}", "drain": False})
         log.info("stopping job %s with a savepoint into %s", jid, target.directory)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            status = _rest(f"{target.rest_url}/jobs/{jid}/savepoints/{request['request-id']}")
-            if status["status"]["id"] == "COMPLETED":
-                operation = status.get("operation", {})
-                if "location" in operation:
-                    location = Path(operation["location"].removeprefix("file:").removeprefix("//"))
-                    log.info("savepoint complete: %s", location)
-                    return location
-                log.warning("savepoint failed: %s", str(operation.get("failure-cause", operation))[:2000])
-                return None
-            time.sleep(0.5)
-        log.warning("savepoint not complete after %.0fs", timeout_s)
+        status_url = f"{target.rest_url}/jobs/{jid}/savepoints/{request['request-id']}"
+
+        def completed() -> dict | None:
+            status = _rest(status_url)
+            return status if status["status"]["id"] == "COMPLETED" else None
+
+        status = wait_until(completed, timeout_s)
+        if status is None:
+            log.warning("savepoint not complete after %.0fs", timeout_s)
+            return None
+        operation = status.get("operation", {})
+        if "location" in operation:
+            location = Path(operation["location"].removeprefix("file:").removeprefix("//"))
+            log.info("savepoint complete: %s", location)
+            return location
+        log.warning("savepoint failed: %s", str(operation.get("failure-cause", operation))[:2000])
     except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
         log.warning("stop with savepoint failed: %s", exc)
     return None
@@ -159,19 +149,10 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     args = with_flink_defaults(argv)
     if not has_flag(args, "flink_job_server_jar"):
         args += local_beam.flink_job_server_args()
-    given = flag_value(args, "state_backend_storage_path")
-    storage = Path(given.removeprefix("file://")) if given else checkpoint_dir()
+    storage = checkpoints.storage_of(args, checkpoint_dir())
     storage.mkdir(parents=True, exist_ok=True)
-    if not given:
-        args.append(f"--state_backend_storage_path=file://{storage}")
-    if not has_flag(args, "checkpointing_interval"):
-        args.append(f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}")
-    if not has_flag(args, "state_backend"):
-        args.append("--state_backend=filesystem")
-    for flag in ("externalized_checkpoints_enabled", "retain_externalized_checkpoints_on_cancellation"):
-        if not has_flag(args, flag):
-            args.append(f"--{flag}")
-    checkpoint = latest_checkpoint(storage) if resume and not has_flag(args, "savepoint_path") else None
+    args = checkpoints.with_checkpointing(args, storage)
+    checkpoint = checkpoints.resume_point(args, storage, resume)
     if has_flag(args, "flink_conf_dir"):
         if checkpoint is not None:
             raise ValueError("--flink_conf_dir is set: add execution.savepoint.path to it yourself, "

@@ -5,10 +5,10 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from runners.local import paths
+from runners.wait import wait_until
 
 
 def read_pid(name: str) -> int | None:
@@ -65,11 +65,15 @@ def stop(name: str, timeout_s: float = 30.0) -> bool:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
-        tree = sorted(set(tree) | set(descendants(pid)))
-        time.sleep(0.2)
-    terminate([pid, *tree, *group_members(pid)], grace_s=5.0)
+    seen = set(tree)
+
+    def exited() -> bool:
+        # What it starts while stopping is stopped with it.
+        seen.update(descendants(pid))
+        return not _alive(pid)
+
+    wait_until(exited, timeout_s, interval_s=0.2)
+    terminate([pid, *sorted(seen), *group_members(pid)], grace_s=5.0)
     paths.pid_file(name).unlink(missing_ok=True)
     return True
 
@@ -123,15 +127,14 @@ def terminate(pids: list[int], grace_s: float = 10.0) -> list[int]:
         stat = _proc_stat(pid)
         return stat is not None and stat[3] == started[pid] and stat[2] != "Z"
 
-    for pid in started:
-        _send(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
+    def all_gone() -> bool:
         for pid in started:
             _reap(pid)
-        if not any(same(pid) for pid in started):
-            break
-        time.sleep(0.1)
+        return not any(same(pid) for pid in started)
+
+    for pid in started:
+        _send(pid, signal.SIGTERM)
+    wait_until(all_gone, grace_s, interval_s=0.1)
     for pid in started:
         if same(pid):
             _send(pid, signal.SIGKILL)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 import urllib.request
 
 from market import config
 from runners.local import kafka, paths, process
+from runners.wait import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +73,21 @@ def up(rate: int = DEMO_RATE, port: int = config.SERVING_PORT, timeout_s: float 
         pid = process.start(name, cmd, cwd=paths.PROJECT_ROOT, env=_env())
         log.info("%s started (pid %s), log %s", name, pid, paths.log_file(name))
     url = f"http://{config.SERVING_HOST}:{port}/"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def serving_ready() -> bool:
         for name in PARTS:
             if process.read_pid(name) is None:
                 raise RuntimeError(f"{name} exited:\n{process.tail(paths.log_file(name))}")
         try:
             with urllib.request.urlopen(url + "healthz", timeout=2) as response:
-                if response.status == 200:
-                    return url
+                return response.status == 200
         except OSError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"serving did not answer on {url} in {timeout_s:.0f}s:\n"
-                       f"{process.tail(paths.log_file(SERVING))}")
+            return False
+
+    if not wait_until(serving_ready, timeout_s, interval_s=1.0):
+        raise RuntimeError(f"serving did not answer on {url} in {timeout_s:.0f}s:\n"
+                           f"{process.tail(paths.log_file(SERVING))}")
+    return url
 
 
 def down() -> list[str]:

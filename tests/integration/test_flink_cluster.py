@@ -180,19 +180,21 @@ def market_ticks(base_ms: int) -> list[dict]:
 
 def test_market_pipeline_on_the_cluster(kafka_bootstrap, flink_cluster, make_topic):
     from pipelines import market
+    from runners import select
 
     topics = {"input": make_topic("cluster_ticks"), "output": make_topic("cluster_bars"),
               "alerts": make_topic("cluster_alerts"), "dlq": make_topic("cluster_dlq", partitions=1)}
     job_name = f"cluster-market-{uuid.uuid4().hex[:8]}"
     result = None
     try:
-        result = market.run([
+        # What `python -m pipelines.market` attaches for a cluster, then the same run().
+        result = market.run(*select.prepare([
             "--runner=FlinkRunner", f"--flink_master={FLINK_MASTER}", "--parallelism=2",
             f"--job_name={job_name}", f"--bootstrap_servers={kafka_bootstrap}",
             f"--input_topic={topics['input']}", f"--output_topic={topics['output']}",
             f"--alerts_topic={topics['alerts']}", f"--dlq_topic={topics['dlq']}",
             f"--consumer_group={job_name}", "--window_size_s=5", "--allowed_lateness_s=2",
-            "--early_firing_s=0"])
+            "--early_firing_s=0"]))
         wait_until_running(cluster_job(job_name, timeout_s=120)["jid"])
 
         # A live feed: the ticks are published once the job reads, with event

@@ -1,0 +1,68 @@
+"""Flink checkpoints and resume: the one place every Flink runner of the pipeline takes them from.
+
+The embedded runner (runners/local/flink.py), the local session cluster
+(runners/flink_cluster) and the compose stack (runners/compose) all
+checkpoint every CHECKPOINT_INTERVAL_MS into a folder of their own, keep
+the checkpoints when the job stops, and a new start resumes from the newest
+completed checkpoint or savepoint there (`--no_resume` starts afresh from
+the consumer group's committed offsets).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from runners.args import flag_value, has_flag
+
+# Often enough that a crash replays seconds, not minutes; rare enough that the
+# barrier alignment stays out of the per-tick latency (docs/deployment.md).
+CHECKPOINT_INTERVAL_MS = 10_000
+
+
+def savepoint_dir(storage: Path) -> Path:
+    """Where a planned stop writes its savepoint, beside the checkpoints of `storage`."""
+    return storage / "savepoints"
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest completed checkpoint or savepoint under `root`.
+
+    A completed one is a `<job>/chk-N` or `savepoints/savepoint-*` folder
+    holding `_metadata` (Flink writes it last). A planned stop leaves a
+    savepoint newer than any checkpoint, so the next start resumes from it.
+    """
+    done = [*root.glob("*/chk-*/_metadata"), *savepoint_dir(root).glob("savepoint-*/_metadata")]
+    if not done:
+        return None
+    return max(done, key=lambda meta: meta.stat().st_mtime).parent
+
+
+def storage_of(argv: list[str], default: Path) -> Path:
+    """The checkpoint folder `argv` names with `--state_backend_storage_path=file://...`, else `default`."""
+    given = flag_value(argv, "state_backend_storage_path")
+    return Path(given.removeprefix("file://")) if given else default
+
+
+def with_checkpointing(argv: list[str], storage: Path) -> list[str]:
+    """`argv` plus each checkpointing flag it does not set: every CHECKPOINT_INTERVAL_MS into `storage`, retained."""
+    defaults = {"checkpointing_interval": str(CHECKPOINT_INTERVAL_MS), "state_backend": "filesystem",
+                "state_backend_storage_path": f"file://{storage}",
+                # Kept when the job is cancelled or fails: a resume needs them.
+                "externalized_checkpoints_enabled": None,
+                "retain_externalized_checkpoints_on_cancellation": None}
+    return list(argv) + [f"--{flag}" if value is None else f"--{flag}={value}"
+                         for flag, value in defaults.items() if not has_flag(argv, flag)]
+
+
+def resume_point(argv: list[str], storage: Path, resume: bool) -> Path | None:
+    """The checkpoint or savepoint a start resumes from: None with `resume` off or `--savepoint_path` given."""
+    if not resume or has_flag(argv, "savepoint_path") or not storage.is_dir():
+        return None
+    return latest_checkpoint(storage)
+
+
+def restore_args(checkpoint: Path) -> list[str]:
+    """Flags that submit a job restoring `checkpoint` to a Flink cluster.
+
+    Operators the new job no longer has are skipped, not fatal.
+    """
+    return [f"--savepoint_path=file://{checkpoint}", "--allow_non_restored_state"]
