@@ -14,9 +14,7 @@ This step is stateless: duplicates and late ticks are recognised by
 """
 from __future__ import annotations
 
-import math
 import time
-from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -26,6 +24,9 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from market import codec, config, schema
+# The one event-time parser and tick validator (market/ticks.py); TickError
+# and parse_timestamp stay importable from here.
+from market.ticks import TickError, describe, parse_timestamp, validate  # noqa: F401
 from transforms.combining import KEY, RAW, SOURCE
 
 METRICS_NAMESPACE = "market.transforms"
@@ -34,9 +35,6 @@ DEAD_LETTERS_TAG = "dead_letters"
 # A dead letter keeps at most this much of the original value, so one huge
 # garbage record cannot blow the DLQ's message size limit.
 RAW_MAX_CHARS = 65_536
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_MS = timedelta(milliseconds=1)
 
 
 class SourceRecord(NamedTuple):
@@ -82,99 +80,6 @@ class Tick(NamedTuple):
     source: tuple[str | None, int | None, int | None] | None = None
 
 
-class TickError(ValueError):
-    """A record that is not a valid tick; `reason` is a DESIGN.md §6 word."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def _describe(value: Any) -> str:
-    """A short, safe description of a JSON value for an error message.
-
-    Never a full repr: a value may be nested thousands deep or megabytes
-    long, and formatting it must not fail or blow up the dead letter.
-    """
-    if isinstance(value, str):
-        return repr(value[:64]) + ("..." if len(value) > 64 else "")
-    if isinstance(value, bool) or value is None:
-        return "true" if value is True else "false" if value is False else "null"
-    if isinstance(value, int):
-        text = str(value) if value.bit_length() < 200 else f"an integer of {value.bit_length()} bits"
-        return text
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dict):
-        return f"an object of {len(value)} fields"
-    if isinstance(value, list):
-        return f"an array of {len(value)} items"
-    return type(value).__name__
-
-
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass, but `"price": true` is a producer bug.
-    kind = type(value)
-    return kind is float or kind is int
-
-
-def parse_timestamp(value: Any) -> int:
-    """Event time in epoch ms from an int (epoch ms) or an ISO-8601 string with offset."""
-    if type(value) is int:
-        millis = value
-    elif isinstance(value, str):
-        if len(value) > 64:
-            raise TickError(schema.REASON_INVALID_TIMESTAMP, f"timestamp is not ISO-8601: {_describe(value)}")
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp is not ISO-8601: {_describe(value)}") from None
-        if parsed.tzinfo is None or parsed.utcoffset() is None:
-            raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp needs a UTC offset: {_describe(value)}")
-        try:
-            millis = (parsed - _EPOCH) // _ONE_MS
-        except OverflowError:
-            raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp out of range: {_describe(value)}") from None
-    elif type(value) is float:
-        # JSON encoders sometimes write 1.764e12 for an integral value: accept
-        # that, reject a fractional millisecond count rather than guess.
-        if not (math.isfinite(value) and value.is_integer()):
-            raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp must be integral epoch ms, got {_describe(value)}")
-        millis = int(value)
-    else:
-        raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                        f"timestamp must be epoch ms or an ISO-8601 string, got {_describe(value)}")
-    if not schema.MIN_EVENT_MS <= millis <= schema.MAX_EVENT_MS:
-        raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                        f"timestamp {_describe(value)} is outside the years "
-                        f"{schema.MIN_EVENT_YEAR}-{schema.MAX_EVENT_YEAR}")
-    return millis
-
-
-# symbol as sent → normalised symbol, for symbols already validated: a feed
-# repeats a few dozen symbols, so the pattern runs once per symbol, not per tick.
-_KNOWN_SYMBOLS: dict[str, str] = {}
-_KNOWN_SYMBOLS_MAX = 100_000
-
-
-def _symbol(symbol: Any) -> str:
-    known = _KNOWN_SYMBOLS.get(symbol) if type(symbol) is str else None
-    if known is not None:
-        return known
-    if type(symbol) is not str or not schema.SYMBOL_PATTERN.fullmatch(symbol):
-        raise TickError(schema.REASON_INVALID_SYMBOL,
-                        f"symbol must be 1-16 chars of A-Z a-z 0-9 . - _ / : = ^, got {_describe(symbol)}")
-    if len(_KNOWN_SYMBOLS) >= _KNOWN_SYMBOLS_MAX:
-        _KNOWN_SYMBOLS.clear()
-    _KNOWN_SYMBOLS[symbol] = upper = symbol.upper()
-    return upper
-
-
 def _fields(value: bytes | str, latest_ms: int | None) -> tuple:
     """(symbol, price, volume, timestamp_ms, seq) of a valid tick value, else TickError."""
     try:
@@ -182,33 +87,8 @@ def _fields(value: bytes | str, latest_ms: int | None) -> tuple:
     except codec.JSONDecodeError as exc:
         raise TickError(schema.REASON_INVALID_JSON, f"not valid JSON: {str(exc)[:200]}") from None
     if type(data) is not dict:
-        raise TickError(schema.REASON_NOT_AN_OBJECT, f"a tick is a JSON object, got {_describe(data)}")
-    get = data.get
-    symbol, price, volume, stamp = get("symbol"), get("price"), get("volume"), get("timestamp")
-    if symbol is None or price is None or volume is None or stamp is None:
-        for field in schema.TICK_REQUIRED:
-            if get(field) is None:
-                raise TickError(schema.REASON_MISSING_FIELD, f"missing field {field!r}")
-    symbol = _symbol(symbol)
-    if not _is_number(price) or not schema.MIN_PRICE <= price <= schema.MAX_PRICE:
-        raise TickError(schema.REASON_INVALID_PRICE,
-                        f"price must be a number in [{schema.MIN_PRICE:g}, {schema.MAX_PRICE:g}], "
-                        f"got {_describe(price)}")
-    if not _is_number(volume) or not 0 <= volume <= schema.MAX_VOLUME:
-        raise TickError(schema.REASON_INVALID_VOLUME,
-                        f"volume must be a number in [0, {schema.MAX_VOLUME:g}], got {_describe(volume)}")
-    timestamp = parse_timestamp(stamp)
-    if latest_ms is not None and timestamp > latest_ms:
-        raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                        f"timestamp {timestamp} is {(timestamp - latest_ms) / 1000:.3f} s past the "
-                        f"allowed future (--max_future_s) of the clock when it was read")
-    seq = get("seq")
-    if seq is not None and (type(seq) is not int or seq < 0 or seq > _MAX_SEQ):
-        raise TickError(schema.REASON_INVALID_SEQ, f"seq must be an integer in [0, 2^63), got {_describe(seq)}")
-    return symbol, float(price), float(volume), timestamp, seq
-
-
-_MAX_SEQ = 2 ** 63 - 1  # a seq must fit the int64 the coders and Kafka tools use
+        raise TickError(schema.REASON_NOT_AN_OBJECT, f"a tick is a JSON object, got {describe(data)}")
+    return validate(data, latest_ms)
 
 
 def parse_tick(value: bytes | str, source: tuple | None = None, *,

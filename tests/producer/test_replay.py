@@ -98,3 +98,12 @@ def test_the_shipped_sample_is_clean_and_spans_several_windows() -> None:
                                             seq_base=0),
                               len(ticks)))
     assert regenerated == ticks
+
+
+def test_replay_skips_what_the_pipeline_would_dead_letter() -> None:
+    # Rows the old replay's own checks let through; the pipeline rejects them (DESIGN.md §3 bounds).
+    ticks, source = parse("symbol,timestamp,price,volume\nAAPL,1764063000000,1e13,1\n"
+                          "AAPL,1764063000001,10,1e16\nAAPL,1764063000002,10,1\n")
+    assert [tick["timestamp"] for tick in ticks] == [1764063000002]
+    assert source.bad_rows == 2
+    assert all(classify(codec.dumps(tick)) is None for tick in ticks)
