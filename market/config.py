@@ -66,9 +66,6 @@ WS_QUEUE_SIZE = 1000
 REST_DEFAULT_LIMIT = 100
 REST_MAX_LIMIT = 1000
 
-# --- Producer (issue 5) ------------------------------------------------------
-PRODUCER_RATE = 10_000
-
 # Environment variable names: the flag name in upper case.
 ENV_BOOTSTRAP_SERVERS = "KAFKA_BOOTSTRAP_SERVERS"
 
@@ -92,7 +89,8 @@ WS_MAX_MESSAGE_BYTES = 64 * 1024
 WS_SEND_BUFFER_BYTES = 256 * 1024
 WS_CLOSE_GRACE_S = 5.0
 
-# --- Producer defaults (issue 5; DESIGN.md §2, §3, §9) -------------------------
+# --- Producer (DESIGN.md §2, §3, §9) -------------------------------------------
+PRODUCER_RATE = 10_000
 # Producer-only flags read PRODUCER_<FLAG> from the environment (the shared
 # KAFKA_BOOTSTRAP_SERVERS keeps its own name).
 PRODUCER_ENV_PREFIX = "PRODUCER_"

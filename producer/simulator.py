@@ -161,13 +161,6 @@ class TickSimulator:
         """Event time of the next tick."""
         return self.start_ms + int(self.ticks * 1000 // self.event_rate)
 
-    def price(self, symbol: str) -> float:
-        """The current (unrounded) price of `symbol`."""
-        for i, spec in enumerate(self.specs):
-            if spec.symbol == symbol:
-                return self._prices[i]
-        raise KeyError(symbol)
-
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self._gen
 

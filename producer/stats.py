@@ -36,7 +36,7 @@ class ProduceStats:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     stopped_by: str = ""
-    """Why the run ended: "exhausted", "duration", "stopped", "fatal error: ..."."""
+    """Why the run ended: "exhausted", "duration" or "stopped"."""
     first_errors: list[str] = field(default_factory=list)
     _callbacks: dict[str, Callable[[Any, Any], None]] = field(default_factory=dict, repr=False)
 

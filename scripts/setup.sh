@@ -15,11 +15,8 @@ if [ -z "$PYTHON" ]; then
   done
 fi
 [ -n "$PYTHON" ] || die "Python 3.11 is required (apache-beam 2.62 is pinned): install python3.11 or set PYTHON=/path/to/python3.11"
-command -v java >/dev/null || die "Java 17+ is required for Kafka and the Flink job server: apt-get install openjdk-17-jdk-headless"
-JAVA_MAJOR=$(java -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -1)
-[ "${JAVA_MAJOR:-0}" -ge 17 ] || die "Java 17+ is required, found Java ${JAVA_MAJOR:-unknown}"
-command -v javac >/dev/null || die "a JDK (javac) is required to build the project's KafkaIO read: apt-get install openjdk-17-jdk-headless"
-command -v mvn >/dev/null || die "Maven is required to fetch the Kafka and Beam jars: apt-get install maven"
+# Java 17+, javac and Maven: the same checks the commands make (stdlib only, so before .venv).
+"$PYTHON" -m runners.local.prereqs
 
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $PYTHON"

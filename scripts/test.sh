@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/compose.sh || echo "warning: no docker-compose; the compose schema check will skip (fail with CI=true)" >&2
 
 STARTED_KAFKA=0
-if ! .venv/bin/python -m runners.local status | grep -q "kafka: running"; then
+if ! .venv/bin/python -m runners.local status --kafka >/dev/null; then
   STARTED_KAFKA=1
 fi
 cleanup() {

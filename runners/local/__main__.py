@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=config.SERVING_PORT, help="up: serving port")
     parser.add_argument("--force", action="store_true", help="fetch: resolve again even if cached")
     parser.add_argument("--reset", action="store_true", help="stop: also delete the broker's data")
+    parser.add_argument("--kafka", action="store_true",
+                        help="status: exit 0 if the Kafka broker runs, 3 if not (for scripts)")
     args = parser.parse_args(argv)
     console.setup_logging()
     try:
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             print("kafka: stopped" if kafka.stop() else "kafka: was not running")
             if args.reset:
                 kafka.reset_data()
+        elif args.command == "status" and args.kafka:
+            running = kafka.is_running()
+            print(f"kafka: {'running' if running else 'stopped'}")
+            return 0 if running else 3
         elif args.command == "status":
             for name, pid in stack.status().items():
                 print(f"{name}: {'running, pid %d' % pid if pid else 'stopped'}")

@@ -42,8 +42,24 @@ def require_maven() -> str:
     return mvn
 
 
-def require_python() -> None:
-    if sys.version_info[:2] != (3, 11):
+def require_javac() -> None:
+    if shutil.which("javac") is None:
         raise MissingPrerequisite(
-            f"Python 3.11 is required (the pinned apache-beam supports it), found "
-            f"{sys.version_info.major}.{sys.version_info.minor}")
+            "a JDK (javac) is required to build the project's KafkaIO read: "
+            "apt-get install openjdk-17-jdk-headless")
+
+
+def main() -> int:
+    """`python -m runners.local.prereqs`: check Java, javac and Maven (stdlib only: runs before .venv exists)."""
+    try:
+        require_java()
+        require_javac()
+        require_maven()
+    except MissingPrerequisite as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,3 +21,26 @@ def test_scripts_called_by_make_and_ci_are_executable_in_git():
         modes[path] = meta.split()[0]
     not_executable = sorted(path for path in called | {".ci/run"} if modes.get(path) != "100755")
     assert not not_executable, f"not executable in git (a fresh clone gets 'Permission denied'): {not_executable}"
+
+
+def test_scripts_ask_whether_kafka_runs_by_exit_code(tmp_path):
+    import os
+    import sys
+
+    assert "kafka: running" not in (ROOT / "scripts/test.sh").read_text(), "human text is no interface"
+    env = dict(os.environ, MARKET_CACHE_DIR=str(tmp_path))      # no pid file here: not running
+    result = subprocess.run([sys.executable, "-m", "runners.local", "status", "--kafka"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+
+
+def test_setup_checks_prerequisites_with_the_commands_own_code(tmp_path):
+    import os
+    import sys
+
+    assert "runners.local.prereqs" in (ROOT / "scripts/setup.sh").read_text()
+    (tmp_path / "python").symlink_to(sys.executable)
+    env = dict(os.environ, PATH=str(tmp_path))                  # no java on PATH
+    result = subprocess.run([sys.executable, "-m", "runners.local.prereqs"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Java 17 or newer is required" in result.stderr
