@@ -197,9 +197,11 @@ class BuildBarsFn(beam.DoFn):
             end = stamp - stamp % size + size
             if end <= expired_by:
                 self.late.inc()
+                why = (f"closed here (closed through {closed})" if end <= closed else
+                       f"expired by the source watermark {read_watermark} before the tick was read")
                 yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, tick_dead_letter(
                     schema.REASON_LATE,
-                    f"{symbol} window ending {end} closed (allowed lateness {lateness} ms)", tick))
+                    f"{symbol} window ending {end} {why}; allowed lateness {lateness} ms", tick))
                 continue
             seq = tick[SEQ]
             if seq is not None:
