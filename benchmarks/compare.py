@@ -754,10 +754,11 @@ def run_drain(args: argparse.Namespace) -> int:
                     system, cmd, env, args.bootstrap_servers, outputs.bars, args.ticks, run_dir,
                     args.timeout_s, profile=system == "pipeline" and args.profile, profile_s=args.profile_s)
                 try:
-                    if system != "quix":
-                        # Quix never closes the windows of the last 90 s of
-                        # event time (no newer tick passes their grace period).
-                        wait_complete(progress, proc, args.ticks, quiet_s=30, timeout_s=args.settle_s)
+                    # Quix never closes the windows of the last 90 s of event
+                    # time (no newer tick passes their grace period): it stops
+                    # at the first quiet spell, short of every tick.
+                    wait_complete(progress, proc, args.ticks, quiet_s=10 if system == "quix" else 30,
+                                  timeout_s=args.settle_s)
                     result.processed = progress.processed
                     result.final_ticks = progress.final_ticks()
                     if system == "pipeline":
