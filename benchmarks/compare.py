@@ -683,11 +683,15 @@ def drain_one(system: str, cmd: list[str], env: dict | None, bootstrap: str, bar
         result.seconds = t90 - t10
         if n90 > n10 and t90 > t10:
             result.rate = (n90 - n10) / (t90 - t10)
-        if result.seconds < 10:
-            # Progress moves in steps (bar batches; the pipeline's EARLY panes
-            # every second), so a short span makes a coarse rate.
-            result.note = (f"10 %→90 % took only {result.seconds:.1f}s: rate up to ±{100 / max(result.seconds, 0.1):.0f} %, "
-                           f"use more --ticks")
+        # Progress moves in steps (bar batches; the pipeline's EARLY panes
+        # every second): the longest step over the span bounds the error.
+        with progress.lock:
+            times = [t for t, _ in progress.history if t10 <= t <= t90]
+        step = max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        error = 100 * step / result.seconds if result.seconds > 0 else float("inf")
+        if error > 10:
+            result.note = (f"10 %→90 % took {result.seconds:.1f}s in steps up to {step:.2f}s: "
+                           f"rate ±{error:.0f} %, use more --ticks")
         (c10, cpu10), (c90, cpu90) = cpu_at.get(0.1, cpu_at[0.0]), cpu_at[0.9]
         if c90 - c10 < 0.2 * ticks:
             # A drain faster than this loop's look: CPU from the start instead
