@@ -690,8 +690,9 @@ def drain_one(system: str, cmd: list[str], env: dict | None, bootstrap: str, bar
         step = max((b - a for a, b in zip(times, times[1:])), default=0.0)
         error = 100 * step / result.seconds if result.seconds > 0 else float("inf")
         if error > 10:
-            result.note = (f"10 %→90 % took {result.seconds:.1f}s in steps up to {step:.2f}s: "
-                           f"rate ±{error:.0f} %, use more --ticks")
+            result.note = "; ".join(filter(None, [
+                result.note, f"10 %→90 % took {result.seconds:.1f}s in steps up to {step:.2f}s: "
+                             f"rate ±{error:.0f} %, use more --ticks"]))
         (c10, cpu10), (c90, cpu90) = cpu_at.get(0.1, cpu_at[0.0]), cpu_at[0.9]
         if c90 - c10 < 0.2 * ticks:
             # A drain faster than this loop's look: CPU from the start instead
