@@ -159,3 +159,13 @@ class RandomWalk:
 
     def volume(self) -> int:
         return self.rng.randint(1, 500)
+
+
+def publish_for(script: TickScript, walk: RandomWalk, symbols: list[str], seconds: float) -> None:
+    """Publish a tick of each symbol, each on its own partition, every 0.1 s for `seconds`."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for partition, symbol in enumerate(symbols):
+            script.tick(symbol, walk.next(symbol), walk.volume(), partition=partition)
+        time.sleep(0.1)
+    script.flush()

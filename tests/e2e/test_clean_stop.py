@@ -16,7 +16,6 @@ from __future__ import annotations
 import shutil
 import signal
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -24,22 +23,13 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
+from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars, publish_for
 from tests.e2e.pipeline_process import PipelineProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
 WINDOW_MS = 5000
 SYMBOLS = ["AAPL", "MSFT", "GOOG"]
-
-
-def publish_for(script: TickScript, walk: RandomWalk, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for partition, symbol in enumerate(SYMBOLS):
-            script.tick(symbol, walk.next(symbol), walk.volume(), partition=partition)
-        time.sleep(0.1)
-    script.flush()
 
 
 def alive(pids: list[int]) -> list[str]:
@@ -89,13 +79,6 @@ def wait_for_log(pipeline: PipelineProcess, text: str, timeout_s: float = 300) -
         time.sleep(0.5)
 
 
-@pytest.fixture
-def topics(kafka_bootstrap):
-    created = TopicSet.create(kafka_bootstrap, uuid.uuid4().hex[:8])
-    yield created
-    created.delete(kafka_bootstrap)
-
-
 def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
         kafka_bootstrap, flink_jars, topics, tmp_path):
     checkpoints = tmp_path / "checkpoints"
@@ -118,8 +101,8 @@ def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
         while not collector.snapshot()[0]:
             first.assert_running()
             assert time.monotonic() < deadline, f"no bar from the first run:\n{first.tail()}"
-            publish_for(script, walk, 0.5)
-        publish_for(script, walk, 6)
+            publish_for(script, walk, SYMBOLS, 0.5)
+        publish_for(script, walk, SYMBOLS, 6)
 
         # Beam's stop of its job server removes this folder first; when that
         # raised, the JVM used to run on with parent 1.
@@ -145,7 +128,7 @@ def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
             assert time.monotonic() < deadline, f"no bar after the restart:\n{second.tail()}"
             time.sleep(1)
         assert f"resuming from checkpoint {savepoints[0].parent}" in (tmp_path / "second.log").read_text()
-        publish_for(script, walk, 6)
+        publish_for(script, walk, SYMBOLS, 6)
 
         published = Counter()
         for batch in script.batches:

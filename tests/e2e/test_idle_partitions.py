@@ -10,26 +10,18 @@ it ends, and the last one closes after input stops.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 from confluent_kafka import Producer
 
 from market import codec
 
-from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
+from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
 WINDOW_MS = 5000
-
-
-@pytest.fixture
-def topics(kafka_bootstrap):
-    created = TopicSet.create(kafka_bootstrap, uuid.uuid4().hex[:8])
-    yield created
-    created.delete(kafka_bootstrap)
 
 
 def test_bars_close_with_two_silent_partitions(kafka_bootstrap, flink_jars, topics, tmp_path):

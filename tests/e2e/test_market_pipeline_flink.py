@@ -14,7 +14,6 @@ must still close (idle partitions advance the watermark, apache/beam#20908).
 from __future__ import annotations
 
 import time
-import uuid
 
 import orjson
 import pytest
@@ -126,13 +125,6 @@ def play_market(script: TickScript, windows: int = 4) -> None:
         time.sleep(0.1)
     script.flush()
     assert all(done.values()) and not malformed, done
-
-
-@pytest.fixture
-def topics(kafka_bootstrap):
-    created = TopicSet.create(kafka_bootstrap, uuid.uuid4().hex[:8])
-    yield created
-    created.delete(kafka_bootstrap)
 
 
 def test_market_pipeline_on_embedded_flink(kafka_bootstrap, flink_jars, topics, tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from collections import Counter
 
 import orjson
@@ -19,29 +18,13 @@ import pytest
 from confluent_kafka import Producer
 
 from runners.local import flink as local_flink
-from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
+from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars, publish_for
 from tests.e2e.pipeline_process import PipelineProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
 WINDOW_MS = 5000
 SYMBOLS = ["AAPL", "MSFT", "GOOG"]
-
-
-def publish_for(script: TickScript, walk: RandomWalk, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        for partition, symbol in enumerate(SYMBOLS):
-            script.tick(symbol, walk.next(symbol), walk.volume(), partition=partition)
-        time.sleep(0.1)
-    script.flush()
-
-
-@pytest.fixture
-def topics(kafka_bootstrap):
-    created = TopicSet.create(kafka_bootstrap, uuid.uuid4().hex[:8])
-    yield created
-    created.delete(kafka_bootstrap)
 
 
 def test_killed_pipeline_resumes_from_checkpoint(kafka_bootstrap, flink_jars, topics, tmp_path):
@@ -60,20 +43,20 @@ def test_killed_pipeline_resumes_from_checkpoint(kafka_bootstrap, flink_jars, to
             while not collector.snapshot()[0]:
                 first.assert_running()
                 assert time.monotonic() < deadline, f"no bar from the first run:\n{first.tail()}"
-                publish_for(script, walk, 0.5)
-            publish_for(script, walk, 8)
+                publish_for(script, walk, SYMBOLS, 0.5)
+            publish_for(script, walk, SYMBOLS, 8)
             # Let a checkpoint complete after those ticks, then crash hard.
             seen = local_flink.latest_checkpoint(checkpoints)
             deadline = time.monotonic() + 60
             while local_flink.latest_checkpoint(checkpoints) == seen:
                 assert time.monotonic() < deadline, f"no checkpoint completed:\n{first.tail()}"
-                publish_for(script, walk, 0.5)
+                publish_for(script, walk, SYMBOLS, 0.5)
         finally:
             first.kill(signal.SIGKILL)
         resumed_from = local_flink.latest_checkpoint(checkpoints)
         assert resumed_from is not None
 
-        publish_for(script, walk, 8)            # published while no pipeline runs
+        publish_for(script, walk, SYMBOLS, 8)            # published while no pipeline runs
         bars_before = len(collector.snapshot()[0])
         with PipelineProcess(args, tmp_path / "second.log") as second:
             deadline = time.monotonic() + 300
@@ -82,7 +65,7 @@ def test_killed_pipeline_resumes_from_checkpoint(kafka_bootstrap, flink_jars, to
                 assert time.monotonic() < deadline, f"no bar after the restart:\n{second.tail()}"
                 time.sleep(1)
             assert f"resuming from checkpoint {resumed_from}" in (tmp_path / "second.log").read_text()
-            publish_for(script, walk, 6)
+            publish_for(script, walk, SYMBOLS, 6)
 
             published = Counter()
             for batch in script.batches:

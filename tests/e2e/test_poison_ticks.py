@@ -14,13 +14,12 @@ loses nothing.
 from __future__ import annotations
 
 import time
-import uuid
 
 import orjson
 import pytest
 from confluent_kafka import Producer
 
-from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
+from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
@@ -31,13 +30,6 @@ LATENESS_MS = 2000
 # early-firing period) of its window's end. The bound leaves room for a
 # loaded 2-core machine; before the fix one old tick held bars for minutes.
 MAX_ON_TIME_DELAY_MS = 10_000
-
-
-@pytest.fixture
-def topics(kafka_bootstrap):
-    created = TopicSet.create(kafka_bootstrap, uuid.uuid4().hex[:8])
-    yield created
-    created.delete(kafka_bootstrap)
 
 
 def tick(symbol, price, stamp, seq=None, volume=10):
