@@ -55,12 +55,6 @@ def _is_number(value: Any) -> bool:
     return kind is float or kind is int
 
 
-def _is_number(value: Any) -> bool:
-    # bool is an int subclass, but `"price": true` is a producer bug.
-    kind = type(value)
-    return kind is float or kind is int
-
-
 def parse_timestamp(value: Any) -> int:
     """Event time in epoch ms from an int (epoch ms) or an ISO-8601 string with offset."""
     if type(value) is int:
