@@ -2,7 +2,7 @@
 
 With these, `python -m pipelines.market --runner=FlinkRunner` needs no other
 flag: the job server comes from the local launcher jar, Flink checkpoints
-every 10 s into `.cache/flink/checkpoints` (retained when the job stops), and
+every 10 s into `.cache/flink/checkpoints/<layout>` (retained when the job stops), and
 a new start resumes from the newest completed checkpoint or savepoint,
 restoring window state and Kafka offsets together. A planned stop (SIGTERM,
 `make stop`) stops the job with a savepoint through the embedded cluster's
@@ -30,8 +30,17 @@ log = logging.getLogger(__name__)
 LOCAL_MASTERS = ("[local]", "[auto]")
 
 
+# The layout of the pipeline's state. A checkpoint holds operator state in
+# the shape of the pipeline that wrote it, and Flink cannot restore one
+# shape into another (the per-symbol bar step of transforms/bars.py replaced
+# a WindowInto + combiner window step with other state). A new layout gets a
+# folder of its own, so an upgraded `make run` starts from the consumer
+# group's committed offsets instead of failing to restore, crash after crash.
+STATE_LAYOUT = "v2"
+
+
 def checkpoint_dir() -> Path:
-    return paths.cache_dir() / "flink" / "checkpoints"
+    return paths.cache_dir() / "flink" / "checkpoints" / STATE_LAYOUT
 
 
 def latest_checkpoint(root: Path | None = None) -> Path | None:
