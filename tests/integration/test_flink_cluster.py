@@ -60,6 +60,26 @@ def no_job_server_left() -> Iterator[None]:
     before = set(process.descendants(os.getpid()))
     yield
     process.terminate([pid for pid in process.descendants(os.getpid()) if pid not in before])
+    forget_dead_services()
+
+
+def forget_dead_services() -> None:
+    """Drop the services just ended from Beam's cache of started services.
+
+    Beam shares a started job server or expansion service between pipelines
+    of one process (apache_beam.utils.subprocess_server.SubprocessServer's
+    cache, keyed by command). Ended behind its back, a cached entry would be
+    handed to the next test in this pytest process as a dead process
+    ("Service failed to start up with error 0").
+    """
+    from apache_beam.utils.subprocess_server import SubprocessServer
+
+    cache = SubprocessServer._cache
+    with cache._lock:
+        for key, entry in list(cache._cache.items()):
+            started, _ = entry.obj
+            if started is not None and started.poll() is not None:
+                del cache._cache[key]
 
 
 def shout(record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
