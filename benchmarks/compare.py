@@ -356,18 +356,13 @@ class Outputs:
 
 # --- reading bars --------------------------------------------------------------------------------
 
-class TickLog:
-    """Event time of every tick on the input topic, per (symbol, window), in partition order.
+class TopicReader:
+    """Reads one topic from its start in a background thread; subclasses handle each poll's records."""
 
-    Read from the records' key and timestamp (= event time, DESIGN.md §2): no
-    JSON parse, so watching costs little of the machine under test.
-    """
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.stamps: dict[tuple[str, int], array] = defaultdict(lambda: array("q"))
-        self.count = 0
+    def __init__(self, bootstrap: str, topic: str, group: str, batch: int, timeout_s: float) -> None:
         self.lock = threading.Lock()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"compare-ticks-{topic}",
+        self._batch, self._timeout_s = batch, timeout_s
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                                    "enable.auto.commit": False})
         assign_from_start(self._consumer, topic)
         self._stop = threading.Event()
@@ -377,22 +372,40 @@ class TickLog:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                msgs = self._consumer.consume(5000, 0.2)
-                with self.lock:
-                    for msg in msgs:
-                        if msg.error() is None:
-                            stamp = msg.timestamp()[1]
-                            self.stamps[(msg.key().decode(), stamp - stamp % WINDOW_MS)].append(stamp)
-                            self.count += 1
+                self._handle(self._consumer.consume(self._batch, self._timeout_s))
         finally:
             self._consumer.close()
+
+    def _handle(self, msgs: list) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
 
 
-class BarProgress:
+class TickLog(TopicReader):
+    """Event time of every tick on the input topic, per (symbol, window), in partition order.
+
+    Read from the records' key and timestamp (= event time, DESIGN.md §2): no
+    JSON parse, so watching costs little of the machine under test.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.stamps: dict[tuple[str, int], array] = defaultdict(lambda: array("q"))
+        self.count = 0
+        super().__init__(bootstrap, topic, f"compare-ticks-{topic}", batch=5000, timeout_s=0.2)
+
+    def _handle(self, msgs: list) -> None:
+        with self.lock:
+            for msg in msgs:
+                if msg.error() is None:
+                    stamp = msg.timestamp()[1]
+                    self.stamps[(msg.key().decode(), stamp - stamp % WINDOW_MS)].append(stamp)
+                    self.count += 1
+
+
+class BarProgress(TopicReader):
     """Ticks a system has put into published bars, read from its bar topic.
 
     processed = Σ over (symbol, window) of the newest tick_count seen; with
@@ -409,33 +422,22 @@ class BarProgress:
         self.received = array("q")    # ms, per latency sample
         self.latency = array("q")     # ms
         self._pending: list[tuple[tuple[str, int], int, int, int]] = []
-        self.lock = threading.Lock()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"compare-bars-{topic}",
-                                   "enable.auto.commit": False})
-        assign_from_start(self._consumer, topic)
         # (monotonic time a batch of bars arrived, processed after it): the
         # 10 % and 90 % marks come from here, at the resolution of a poll.
         self.history: list[tuple[float, int]] = [(time.monotonic(), 0)]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(bootstrap, topic, f"compare-bars-{topic}", batch=1000, timeout_s=0.05)
 
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                msgs = self._consumer.consume(1000, 0.05)
-                now_ms, now = int(time.time() * 1000), time.monotonic()
-                with self.lock:
-                    before = self.processed
-                    for msg in msgs:
-                        if msg.error() is None:
-                            self._on_bar(orjson.loads(msg.value()), now_ms)
-                    if self.processed != before:
-                        self.history.append((now, self.processed))
-                    if self._pending:
-                        self._resolve()
-        finally:
-            self._consumer.close()
+    def _handle(self, msgs: list) -> None:
+        now_ms, now = int(time.time() * 1000), time.monotonic()
+        with self.lock:
+            before = self.processed
+            for msg in msgs:
+                if msg.error() is None:
+                    self._on_bar(orjson.loads(msg.value()), now_ms)
+            if self.processed != before:
+                self.history.append((now, self.processed))
+            if self._pending:
+                self._resolve()
 
     def _on_bar(self, bar: dict, received_ms: int) -> None:
         key = (bar["symbol"], bar["window_start"])
@@ -480,10 +482,6 @@ class BarProgress:
         """Latencies of the ticks whose bar version arrived at or after `since_ms`."""
         with self.lock:   # a copy, so the reader thread is held up for a memcpy only
             return self.latency[bisect.bisect_left(self.received, since_ms):]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def percentiles(values: array, qs=(50, 95, 99)) -> list[float]:

@@ -320,7 +320,7 @@ class Hub:
     def send(self, client: Client, message: dict[str, Any]) -> None:
         """Queue one message for `client` (replies, welcome); overflow closes it like any other."""
         with self._lock:
-            self._offer(client, text_frame(protocol.encode(message)))
+            self._send(client, message)
 
     def handle(self, client: Client, raw: str | bytes) -> None:
         """Act on one client message, queueing the replies DESIGN.md §8 prescribes.
@@ -352,12 +352,12 @@ class Hub:
         with self._lock:
             subscription = client.subscriptions[channel]
             if subscription.named_after_add(symbols) > self.limits.max_symbols:
-                self._offer(client, text_frame(protocol.encode(protocol.error(
-                    f"at most {self.limits.max_symbols} symbols per channel; subscribe to \"*\" for all"))))
+                self._send(client, protocol.error(
+                    f"at most {self.limits.max_symbols} symbols per channel; subscribe to \"*\" for all"))
                 return
             subscription.add(symbols)
             subscribed = {"type": "subscribed", "channel": channel, "symbols": symbols}
-            if not self._offer(client, text_frame(protocol.encode(subscribed))):
+            if not self._send(client, subscribed):
                 return
             wanted = None if protocol.ALL_SYMBOLS in symbols else set(symbols)
             if channel == protocol.CHANNEL_TRENDS:
@@ -365,19 +365,19 @@ class Hub:
             else:
                 data = self.store.alerts(limit=protocol.ALERT_SNAPSHOT_SIZE, symbols=wanted)
             snapshot = {"type": "snapshot", "channel": channel, "data": data}
-            self._offer(client, text_frame(protocol.encode(snapshot)))
+            self._send(client, snapshot)
 
     def unsubscribe(self, client: Client, channel: str, symbols: list[str]) -> None:
         """Remove a subscription and confirm it."""
         with self._lock:
             subscription = client.subscriptions[channel]
             if subscription.named_after_remove(symbols) > self.limits.max_symbols:
-                self._offer(client, text_frame(protocol.encode(protocol.error(
-                    f"at most {self.limits.max_symbols} symbols can be excluded from \"*\""))))
+                self._send(client, protocol.error(
+                    f"at most {self.limits.max_symbols} symbols can be excluded from \"*\""))
                 return
             subscription.remove(symbols)
             message = {"type": "unsubscribed", "channel": channel, "symbols": symbols}
-            self._offer(client, text_frame(protocol.encode(message)))
+            self._send(client, message)
 
     # --- fan-out (consumer thread) -----------------------------------------
     def publish_bar(self, bar: Bar) -> bool:
@@ -441,6 +441,10 @@ class Hub:
         if queued:
             self.metrics.ws_queued.inc(queued)
         self.metrics.fanout.observe(time.perf_counter() - started)
+
+    def _send(self, client: Client, message: dict) -> bool:
+        """Queue one protocol message for `client` (see `_offer`)."""
+        return self._offer(client, text_frame(protocol.encode(message)))
 
     def _offer(self, client: Client, frame: bytes) -> bool:
         if client.mailbox.offer(frame):

@@ -220,7 +220,6 @@ class ParseTickFn(beam.DoFn):
                 if watermark is not None and (batch[1] is None or watermark < batch[1]):
                     batch[1] = watermark
             batch[2].append((price, volume, timestamp, seq, source, key, value))
-            self.parsed.inc()
             return None
         except TickError as exc:
             reason, detail = exc.reason, exc.detail
@@ -238,6 +237,7 @@ class ParseTickFn(beam.DoFn):
     def finish_bundle(self):
         batches, self._batches = self._batches, {}
         for (win, symbol), (earliest, watermark, ticks) in batches.items():
+            self.parsed.inc(len(ticks))   # once per batch: a metric update per tick is a hot-path cost
             yield WindowedValue((symbol, (ticks, watermark)),
                                 Timestamp(micros=earliest * 1000), (win,))
 
