@@ -69,11 +69,6 @@ from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE, tick_dead_lett
 ACC, PANE_INDEX, FINAL, DIRTY = range(4)
 
 
-def window_end_ms(timestamp_ms: int, size_ms: int) -> int:
-    """End of the epoch-aligned window holding `timestamp_ms`."""
-    return timestamp_ms - timestamp_ms % size_ms + size_ms
-
-
 def insert_seq(ranges: list, seq: int, end: int) -> bool:
     """Record `seq` (of a tick in the window ending at `end`) in `ranges`.
 
@@ -194,7 +189,7 @@ class BuildBarsFn(beam.DoFn):
         suspects = []
         for tick in ticks:
             stamp = tick[TIMESTAMP]
-            end = stamp - stamp % size + size
+            end = stamp - stamp % size + size   # its epoch-aligned window
             if end <= expired_by:
                 self.late.inc()
                 why = (f"closed here (closed through {closed})" if end <= closed else
