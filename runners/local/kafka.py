@@ -143,13 +143,26 @@ def _write_config(broker: Broker) -> Path:
     return props
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id (base64 of a UUID) that does not start with '-'.
+
+    One in 64 would, and the storage tool's argument parser then takes it for
+    an option ("--cluster-id: expected one argument"): Kafka's own
+    Uuid.randomUuid() draws again in that case, and so do we.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(broker: Broker, props: Path) -> None:
     """Format the KRaft log dir once; a formatted dir keeps its data across restarts."""
     data = broker.data_dir
     if (data / "meta.properties").exists():
         return
     data.mkdir(parents=True, exist_ok=True)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = _cluster_id()
     cmd = _java_cmd(broker, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
