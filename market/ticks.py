@@ -55,6 +55,28 @@ def _is_number(value: Any) -> bool:
     return kind is float or kind is int
 
 
+def iso_ms(text: str, naive_is_utc: bool = False) -> int:
+    """Epoch ms of an ISO-8601 date or date-time; ValueError says what is wrong with it.
+
+    The one ISO-8601 reading of the project: ticks (via `parse_timestamp`),
+    the CSV replay and serving's `from`/`to`. A tick must say its offset
+    (`naive_is_utc=False`); a REST query may leave it out and mean UTC.
+    Fractions below a microsecond are cut, not rounded.
+    """
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("is not ISO-8601") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        if not naive_is_utc:
+            raise ValueError("needs a UTC offset")
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        return (parsed - _EPOCH) // _ONE_MS
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
 def parse_timestamp(value: Any) -> int:
     """Event time in epoch ms from an int (epoch ms) or an ISO-8601 string with offset."""
     if type(value) is int:
@@ -63,18 +85,9 @@ def parse_timestamp(value: Any) -> int:
         if len(value) > 64:
             raise TickError(schema.REASON_INVALID_TIMESTAMP, f"timestamp is not ISO-8601: {describe(value)}")
         try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp is not ISO-8601: {describe(value)}") from None
-        if parsed.tzinfo is None or parsed.utcoffset() is None:
-            raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp needs a UTC offset: {describe(value)}")
-        try:
-            millis = (parsed - _EPOCH) // _ONE_MS
-        except OverflowError:
-            raise TickError(schema.REASON_INVALID_TIMESTAMP,
-                            f"timestamp out of range: {describe(value)}") from None
+            millis = iso_ms(value)
+        except ValueError as exc:
+            raise TickError(schema.REASON_INVALID_TIMESTAMP, f"timestamp {exc}: {describe(value)}") from None
     elif type(value) is float:
         # JSON encoders sometimes write 1.764e12 for an integral value: accept
         # that, reject a fractional millisecond count rather than guess.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -38,21 +39,23 @@ def parse_timestamp(text: str) -> int:
         raise BadRow(exc.detail) from None
 
 
+# ASCII only: str.isdigit() and int() also take "²", "١٢" or "1_000", which
+# are no numbers a tick's JSON could carry (and int("²") raised mid-replay).
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
 def _timestamp_value(text: str) -> int | str:
     """A CSV timestamp as the JSON value a tick would carry: digits are epoch ms."""
     text = text.strip()
-    return int(text) if text.lstrip("-").isdigit() else text
+    return int(text) if _INTEGER.fullmatch(text) else text
 
 
 def _number(text: str, name: str) -> float | int:
     text = text.strip()
-    try:
-        value: float | int = int(text)
-    except ValueError:
-        try:
-            value = float(text)
-        except ValueError:
-            raise BadRow(f"{name} {text!r} is not a number") from None
+    if not _NUMBER.fullmatch(text):
+        raise BadRow(f"{name} {text[:40]!r} is not a number")
+    value: float | int = int(text) if _INTEGER.fullmatch(text) else float(text)
     if not math.isfinite(value):
         raise BadRow(f"{name} {text!r} is not finite")
     return value
@@ -69,7 +72,7 @@ def parse_row(row: dict[str, str | None]) -> dict[str, Any]:
                               "volume": volume, "timestamp": _timestamp_value(row["timestamp"])}  # type: ignore[arg-type]
     seq_text = (row.get("seq") or "").strip()
     if seq_text:
-        if not seq_text.isdigit():
+        if not _INTEGER.fullmatch(seq_text) or seq_text.startswith("-"):
             raise BadRow(f"seq {seq_text!r} is not a non-negative integer")
         fields["seq"] = int(seq_text)
     # The pipeline's validator (market/ticks.py): a row replayed is a tick the pipeline accepts.

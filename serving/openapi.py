@@ -40,8 +40,8 @@ def _alert_schema() -> dict[str, Any]:
 
 def _time_param(name: str, what: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False,
-            "description": f"{what}: epoch ms, or an ISO-8601 date or date-time (no offset = UTC; a day past "
-                           "its month's end rolls over)",
+            "description": f"{what}: epoch ms, or an ISO-8601 date or date-time of a real calendar day "
+                           "(no offset = UTC)",
             "schema": {"type": "string", "pattern": f"^(?:{params.TIME_PATTERN})$",
                        "maxLength": params.TIME_MAX_LENGTH}}
 

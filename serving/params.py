@@ -7,43 +7,32 @@ The patterns are ASCII and anchored: `fullmatch`, never `match` with `$`
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
 
+from market import ticks
 from market.schema import ALERT_TYPES
 from serving.errors import ApiError
 
 # Epoch milliseconds (up to 15 digits: ±31,000 years) or an ISO-8601 date or
-# date-time with an optional offset. The month, day, hour, minute and offset
-# ranges are in the pattern; a day past its month's end rolls over.
+# date-time with an optional offset (none: UTC), years 1970-2999. The pattern
+# admits exactly the real calendar dates (29 February of leap years only), so
+# every value it admits is one market.ticks.iso_ms reads: /openapi.json then
+# never promises a value the route refuses.
+_DAY_OF_ANY_YEAR = (r"(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+                    r"|(0[13-9]|1[0-2])-(29|30)"
+                    r"|(0[13578]|1[02])-31")
+_LEAP_YEAR = r"19(7[26]|8[048]|9[26])|2[0-9](0[48]|[2468][048]|[13579][26])|2[048]00"
 TIME_PATTERN = (r"-?[0-9]{1,15}"
-                r"|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+                rf"|((19[7-9][0-9]|2[0-9]{{3}})-({_DAY_OF_ANY_YEAR})|({_LEAP_YEAR})-02-29)"
                 r"(T([01][0-9]|2[0-3]):([0-5][0-9])(:([0-5][0-9])(\.[0-9]{1,9})?)?"
                 r"(Z|[+-]([01][0-9]|2[0-3]):([0-5][0-9]))?)?")
 _TIME = re.compile(TIME_PATTERN)
 _EPOCH_MS = re.compile(r"-?[0-9]{1,15}")
-_ISO = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
-                  r"(Z|([+-])(\d{2}):(\d{2}))?)?")
 TIME_MAX_LENGTH = 35
 
 # DESIGN.md §3's symbol alphabet, 1-16 characters (the same as market.schema.SYMBOL_PATTERN).
 SYMBOL_PATTERN = r"[A-Za-z0-9.\-_/:=^]{1,16}"
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _LIMIT = re.compile(r"[0-9]{1,7}")
-
-
-def _iso_ms(text: str) -> int:
-    """Epoch ms of an ISO-8601 text that matched TIME_PATTERN (no offset = UTC)."""
-    found = _ISO.fullmatch(text)
-    assert found is not None   # TIME_PATTERN admits only this shape
-    year, month, day, hour, minute, second, fraction, zone, sign, off_h, off_m = found.groups()
-    # date(…, 1) + days: "2023-02-29" is 2023-03-01 rather than an error.
-    day_of = date(int(year), int(month), 1) + timedelta(days=int(day) - 1)
-    offset = timedelta(0)
-    if zone not in (None, "Z"):
-        offset = timedelta(hours=int(off_h), minutes=int(off_m)) * (-1 if sign == "-" else 1)
-    moment = datetime(day_of.year, day_of.month, day_of.day, int(hour or 0), int(minute or 0), int(second or 0),
-                      int((fraction or "0").ljust(6, "0")[:6]), tzinfo=timezone(offset))
-    return int(moment.timestamp() * 1000)
 
 
 def parse_time(name: str, value: str | None) -> int | None:
@@ -55,7 +44,10 @@ def parse_time(name: str, value: str | None) -> int | None:
                                            f"2026-11-25T09:30:00Z, got {value[:40]!r}")
     if _EPOCH_MS.fullmatch(value):
         return int(value)
-    return _iso_ms(value)
+    try:
+        return ticks.iso_ms(value, naive_is_utc=True)
+    except ValueError as exc:   # the pattern admits only real dates: not expected
+        raise ApiError(400, f"bad_{name}", f"{name} {exc}: {value!r}") from None
 
 
 def parse_limit(value: str | None, default: int, maximum: int) -> int:

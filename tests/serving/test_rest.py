@@ -1,6 +1,7 @@
 """REST routes of DESIGN.md §7 through the Flask test client."""
 from __future__ import annotations
 
+import re
 import types
 
 import pytest
@@ -8,6 +9,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from market import config as mc
+from serving import params
+from serving.errors import ApiError
 from tests.serving.conftest import serving_of
 from tests.serving.samples import BASE_MS, MINUTE_MS, alert, bar
 
@@ -132,6 +135,8 @@ def test_alert_filters(market: Flask, client: FlaskClient, query: str, ids: list
     ("/api/v1/trends/AAPL?to=-" + "1" * 16, 400, "bad_to"),
     ("/api/v1/trends/AAPL?from=2025-11-25T09:30:00%2B0100", 400, "bad_from"),   # offset needs its colon
     ("/api/v1/trends/AAPL?from=", 400, "bad_from"),                       # present but empty
+    ("/api/v1/trends/AAPL?from=2025-02-30", 400, "bad_from"),             # no such day (it used to roll over)
+    ("/api/v1/trends/AAPL?to=2025-04-31T10:00:00Z", 400, "bad_to"),
     ("/api/v1/trends/AAPL?limit=%D9%A5", 400, "bad_limit"),               # an Arabic-Indic 5
     ("/api/v1/trends/AAPL?limit=%2B5", 400, "bad_limit"),
     ("/api/v1/trends/AAPL?limit=" + "1" * 5000, 400, "bad_limit"),
@@ -229,3 +234,22 @@ def test_dashboard_page_and_assets(client: FlaskClient) -> None:
     for asset in ("/static/dashboard.js", "/static/dashboard.css"):
         assert client.get(asset).status_code == 200
     page.close()
+
+
+@pytest.mark.parametrize("text, epoch_ms", [
+    ("2024-02-29", 1709164800000),                   # a leap day
+    ("2000-02-29T12:00Z", 951825600000),             # 2000 is a leap year (divisible by 400)
+    ("1970-01-01", 0),
+    ("2025-11-25T10:30:00+01:00", 1764063000000),
+    ("2025-11-25T09:30:00.0019", 1764063000001),     # below a millisecond: cut
+])
+def test_time_parameters_read_real_days(text: str, epoch_ms: int) -> None:
+    assert re.fullmatch(params.TIME_PATTERN, text)
+    assert params.parse_time("from", text) == epoch_ms
+
+
+@pytest.mark.parametrize("text", ["2100-02-29", "2023-02-29", "1900-01-01", "2025-06-31", "2025-11-25T24:00"])
+def test_time_parameters_refuse_days_the_calendar_has_not(text: str) -> None:
+    assert not re.fullmatch(params.TIME_PATTERN, text)   # /openapi.json says so too
+    with pytest.raises(ApiError):
+        params.parse_time("from", text)
