@@ -20,7 +20,7 @@ from transforms import RecordBatch, SourceRecord
 
 KafkaKV = typing.Tuple[bytes, bytes]
 
-# runners/local/java/.../EventTimeKafkaRead.java: KafkaIO's read with metadata,
+# pipelines/java/.../EventTimeKafkaRead.java: KafkaIO's read with metadata,
 # with a CreateTime watermark that a partition without records does not hold.
 EVENT_TIME_READ_URN = "beam:transform:market-data:kafka_read_event_time:v1"
 BYTE_ARRAY_DESERIALIZER = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
@@ -37,7 +37,7 @@ EventTimeReadSchema = typing.NamedTuple(
      ("consumer_polling_timeout", typing.Optional[int]),
      ("max_delay_ms", int)])
 
-# runners/local/java/.../KafkaRecordBatchRead.java: the same read, one byte[]
+# pipelines/java/.../KafkaRecordBatchRead.java: the same read, one byte[]
 # per batch of records of one partition (format in KafkaRecordBatchSource).
 RECORD_BATCH_READ_URN = "beam:transform:market-data:kafka_read_batches:v1"
 DEFAULT_MAX_BATCH_RECORDS = 2000
@@ -106,7 +106,7 @@ class ReadTicksFromKafka(beam.PTransform):
     has caught up with the partition, the wall clock minus that delay. With
     `event_time_read` (the default) this holds for a partition that has not
     delivered any record yet too, through the project's own KafkaIO read
-    (runners/local/java); Beam's stock CreateTime policy (`event_time_read=
+    (pipelines/java); Beam's stock CreateTime policy (`event_time_read=
     False`, no delay) lets such a partition hold every window open
     (apache/beam#20908). Offsets are committed to `consumer_group` when a
     checkpoint is finalized, so a start without a checkpoint resumes there.
@@ -117,7 +117,7 @@ class ReadTicksFromKafka(beam.PTransform):
     carrying the watermark the read had reported before them (what every
     step downstream has seen when the batch arrives): one element per batch
     crosses from the Java read to Python instead of one per record, and each
-    partition has its own reader (runners/local/java, KafkaRecordBatchSource).
+    partition has its own reader (pipelines/java, KafkaRecordBatchSource).
     Otherwise each element is a `SourceRecord` with the record's timestamp.
     """
 

@@ -39,7 +39,7 @@ def has_flag(argv: list[str], name: str) -> bool:
 #   bundle round trips to the Python workers.
 #
 # Parallelism is left to Beam: on the embedded Flink it defaults to the
-# number of cores, and the Kafka read (runners/local/java,
+# number of cores, and the Kafka read (pipelines/java,
 # KafkaRecordBatchSource) makes one reader per partition whatever the
 # parallelism, so a subtask runs partitions/parallelism readers and none of
 # them owns two partitions. A constant here would be wrong on the next

@@ -49,17 +49,25 @@ def resolve(descriptor: str, force: bool = False) -> Path:
     return lib
 
 
-JAVA_SOURCES = Path(__file__).resolve().parent / "java"
+# The Java side of pipelines/kafka_io.py, beside it: it is part of the
+# pipeline, not of a runner. Every runner that reads Kafka gets it from here:
+# the embedded Flink, the session cluster and Dataflow through the beam class
+# path below (the job server, the expansion service and, on Dataflow, the
+# jars it stages).
+JAVA_SOURCES = paths.PROJECT_ROOT / "pipelines" / "java"
 EVENT_TIME_READ_JAR = "market-kafka-event-time-read.jar"
 
 
 def build_event_time_read(lib: Path) -> Path:
-    """Compile runners/local/java (the idle-aware KafkaIO read) into `lib`, if it changed.
+    """Compile pipelines/java (the project's KafkaIO read) into `lib`, if a source changed.
 
     javac from the JDK, against the resolved class path: no Maven plugins needed.
     """
-    sources = sorted(JAVA_SOURCES.rglob("*.java"))
-    services = sorted(JAVA_SOURCES.glob("META-INF/services/*"))
+    sources_dir = JAVA_SOURCES
+    sources = sorted(sources_dir.rglob("*.java"))
+    services = sorted(sources_dir.glob("META-INF/services/*"))
+    if not sources:
+        raise RuntimeError(f"no Java sources under {sources_dir}")
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources + services)).hexdigest()
     jar = lib / EVENT_TIME_READ_JAR
     stamp = lib.parent / ".event-time-read.sha256"
@@ -80,7 +88,7 @@ def build_event_time_read(lib: Path) -> Path:
             for path in sorted(Path(classes).rglob("*.class")):
                 zf.write(path, path.relative_to(classes).as_posix())
             for path in services:
-                zf.write(path, path.relative_to(JAVA_SOURCES).as_posix())
+                zf.write(path, path.relative_to(sources_dir).as_posix())
     stamp.write_text(digest)
     return jar
 

@@ -3,7 +3,7 @@
 The input topic has three partitions; two never receive a record. With
 Beam's stock CreateTime policy they would hold the watermark at its minimum
 forever and only EARLY panes would come out. The project's KafkaIO read
-(runners/local/java, `--kafka_read=event_time`) lets a caught-up
+(pipelines/java, `--kafka_read=event_time`) lets a caught-up
 partition follow the clock, so every window gets its ON_TIME bar soon after
 it ends, and the last one closes after input stops.
 """

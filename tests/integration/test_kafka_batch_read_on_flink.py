@@ -1,4 +1,4 @@
-"""The batched Kafka read (runners/local/java, KafkaRecordBatchSource) on embedded Flink.
+"""The batched Kafka read (pipelines/java, KafkaRecordBatchSource) on embedded Flink.
 
 A 3-partition topic, parallelism 2 (so one subtask runs two partition
 readers), `ReadTicksFromKafka`'s default read into a Python DoFn that
