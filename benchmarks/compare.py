@@ -63,7 +63,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from market import config  # noqa: E402
+from market import config, settings  # noqa: E402
 
 BENCH_DIR = ROOT / "benchmarks"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
@@ -510,7 +510,7 @@ def fill(bootstrap: str, topic: str, ticks: int, seed: int, run_dir: Path) -> No
     create_topics(bootstrap, {topic: 3})
     start = int(time.time() * 1000) - EVENT_SPAN_MS
     producer = Started("producer (fill)", [
-        PYTHON, "-m", "producer", f"--bootstrap_servers={bootstrap}", f"--topic={topic}",
+        PYTHON, "-m", "producer", f"--bootstrap_servers={bootstrap}", f"--input_topic={topic}",
         f"--count={ticks}", "--rate=0", f"--start_time={start}", f"--event_rate={ticks * 1000 / EVENT_SPAN_MS}",
         f"--seed={seed}", "--stats_interval_s=0"], run_dir / "fill.log")
     t0 = time.monotonic()
@@ -835,7 +835,7 @@ def run_live(args: argparse.Namespace) -> int:
                                                         run_dir / "checkpoints", args.pipeline_arg),
                            run_dir / "pipeline.log")
         producer_cmd = [PYTHON, "-m", "producer", f"--bootstrap_servers={args.bootstrap_servers}",
-                        f"--topic={ticks_topic}", f"--seed={args.seed}", "--stats_interval_s=0"]
+                        f"--input_topic={ticks_topic}", f"--seed={args.seed}", "--stats_interval_s=0"]
         # Warm up: a trickle until the first bar shows the job is running.
         t0 = time.monotonic()
         warm = Started("producer (warm-up)", [*producer_cmd, "--rate=100"], run_dir / "warmup.log")
@@ -930,7 +930,7 @@ def report_live(args: argparse.Namespace, series: list[tuple[float, int, int]], 
 def main() -> int:
     # Flags every mode takes, accepted after the mode's name.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--bootstrap_servers", default=config.bootstrap_servers())
+    common.add_argument("--bootstrap_servers", default=settings.BOOTSTRAP_SERVERS.value())
     common.add_argument("--out_dir", default="/tmp/market-compare", help="logs, profiles (one folder per run)")
     common.add_argument("--seed", type=int, default=11, help="producer seed: the same data in every run")
     common.add_argument("--keep_topics", action="store_true", help="leave the run's topics for a look")

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from market import config  # noqa: E402
+from market import config, settings  # noqa: E402
 from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, run_producer  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def one_run(bootstrap: str, rate: float | None, duration_s: float, faults: bool,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap_servers", default=config.bootstrap_servers())
+    parser.add_argument("--bootstrap_servers", default=settings.BOOTSTRAP_SERVERS.value())
     parser.add_argument("--duration_s", type=float, default=10.0, help="seconds per run")
     parser.add_argument("--runs", type=int, default=3, help="runs per rate")
     parser.add_argument("--rates", type=float, nargs="*", default=[0],

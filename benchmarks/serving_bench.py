@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from market import codec  # noqa: E402
-from market.config import bootstrap_servers  # noqa: E402
+from market.settings import BOOTSTRAP_SERVERS  # noqa: E402
 from tests.serving.samples import bar  # noqa: E402
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
@@ -280,7 +280,7 @@ async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap_servers", default=bootstrap_servers())
+    parser.add_argument("--bootstrap_servers", default=BOOTSTRAP_SERVERS.value())
     parser.add_argument("--clients", default="100,500,1000", help="comma-separated WebSocket client counts")
     parser.add_argument("--bars", type=int, default=100, help="bars produced per fan-out round")
     parser.add_argument("--rate", type=float, default=10.0, help="bars per second during a round")

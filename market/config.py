@@ -1,11 +1,10 @@
 """The one place that knows topic names, partition counts and defaults (DESIGN.md §2, §9).
 
 Producer, pipeline and serving import these names; flags and environment
-variables may override the values, never redefine them.
+variables (market/settings.py) may override the values, never redefine them.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 # --- Kafka -----------------------------------------------------------------
@@ -62,23 +61,23 @@ SERVING_HISTORY_HOURS = 24.0
 SERVING_BARS_PER_SYMBOL = 1000
 SERVING_ALERTS_KEPT = 1000
 WS_HEARTBEAT_S = 15
-WS_QUEUE_SIZE = 1000
 REST_DEFAULT_LIMIT = 100
 REST_MAX_LIMIT = 1000
 
-# Environment variable names: the flag name in upper case.
+# Limits for hostile or broken WebSocket clients (issue 13); docs/serving.md explains each.
+WS_QUEUE_BYTES = 1024 * 1024
+WS_MAX_CONNECTIONS = 1000      # below gunicorn's --threads (1100), which also serve REST
+WS_MAX_SYMBOLS = 1000
+WS_MESSAGE_RATE = 20.0
+WS_MESSAGE_BURST = 40
+WS_ALLOWED_ORIGINS = "self,localhost"
+
+LOG_LEVEL = "INFO"
+
+# The environment variable of --bootstrap_servers (market/settings.py's rule:
+# a Kafka connection setting's name in upper case after KAFKA_), for code that
+# hands the broker address to a child process.
 ENV_BOOTSTRAP_SERVERS = "KAFKA_BOOTSTRAP_SERVERS"
-
-
-def env_or(name: str, default: str) -> str:
-    """Value of environment variable `name` if set and non-empty, else `default`."""
-    value = os.environ.get(name, "")
-    return value if value else default
-
-
-def bootstrap_servers() -> str:
-    """Kafka bootstrap servers from KAFKA_BOOTSTRAP_SERVERS or the default."""
-    return env_or(ENV_BOOTSTRAP_SERVERS, DEFAULT_BOOTSTRAP_SERVERS)
 
 
 # --- Serving WebSocket transport (issue 7) -----------------------------------
@@ -91,9 +90,11 @@ WS_CLOSE_GRACE_S = 5.0
 
 # --- Producer (DESIGN.md §2, §3, §9) -------------------------------------------
 PRODUCER_RATE = 10_000
-# Producer-only flags read PRODUCER_<FLAG> from the environment (the shared
-# KAFKA_BOOTSTRAP_SERVERS keeps its own name).
-PRODUCER_ENV_PREFIX = "PRODUCER_"
+# lz4: the cheapest codec on CPU, and ticks of one symbol compress well. Big
+# batches are what gets 50k+ small records/s through one connection; 20 ms of
+# lingering is invisible next to 1-minute bars.
+PRODUCER_COMPRESSION = "lz4"
+PRODUCER_LINGER_MS = 20
 PRODUCER_STATS_INTERVAL_S = 5.0
 PRODUCER_FLUSH_TIMEOUT_S = 30.0
 # A broker that does not answer a metadata request within this is reported

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from market.settings import Setting, add_arguments as _add_settings
+
 PLAINTEXT = "PLAINTEXT"
 SSL = "SSL"
 SASL_PLAINTEXT = "SASL_PLAINTEXT"
@@ -43,14 +45,24 @@ _LOGIN_MODULES = {
 
 MASK = "***"
 
+# Deferred: no defaults from the environment in a parser. `from_args` reads
+# the environment when the client is built, so the password from
+# KAFKA_SASL_PASSWORD never appears in `--help` or in options that are
+# serialised and shipped to workers.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("security_protocol", None, f"Kafka security protocol: {', '.join(PROTOCOLS)} (default PLAINTEXT)",
+            type=str.upper, metavar="PROTOCOL", kafka=True, deferred=True),
+    Setting("sasl_mechanism", None, f"SASL mechanism: {', '.join(MECHANISMS)}", type=str.upper,
+            metavar="MECHANISM", kafka=True, deferred=True),
+    Setting("sasl_username", None, "SASL user name", metavar="USER", kafka=True, deferred=True),
+    Setting("sasl_password", None, "SASL password; prefer the environment variable, flags are visible in ps",
+            metavar="PASSWORD", kafka=True, deferred=True),
+    Setting("ssl_ca_location", None, "CA bundle (PEM) that verifies the brokers' certificates",
+            metavar="PEM_FILE", kafka=True, deferred=True),
+)
+
 # setting name (also the flag without dashes) -> environment variable
-ENV: dict[str, str] = {
-    "security_protocol": "KAFKA_SECURITY_PROTOCOL",
-    "sasl_mechanism": "KAFKA_SASL_MECHANISM",
-    "sasl_username": "KAFKA_SASL_USERNAME",
-    "sasl_password": "KAFKA_SASL_PASSWORD",
-    "ssl_ca_location": "KAFKA_SSL_CA_LOCATION",
-}
+ENV: dict[str, str] = {s.name: s.env for s in SETTINGS}
 
 
 class KafkaSecurityError(ValueError):
@@ -186,23 +198,9 @@ def from_args(args: Any, environ: Mapping[str, str] | None = None) -> KafkaSecur
 def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
     """Add the five flags of DESIGN.md §10 to an argparse parser or argument group.
 
-    Defaults stay None: `from_args` fills them from the environment, so the
-    password from KAFKA_SASL_PASSWORD never appears in `--help` or in options
-    that are serialised and shipped to workers.
+    Defaults stay None: `from_args` fills them from the environment.
     """
-    parser.add_argument("--security_protocol", type=str.upper, default=None, metavar="PROTOCOL",
-                        help=f"Kafka security protocol: {', '.join(PROTOCOLS)} (default PLAINTEXT) "
-                             f"[env {ENV['security_protocol']}]")
-    parser.add_argument("--sasl_mechanism", type=str.upper, default=None, metavar="MECHANISM",
-                        help=f"SASL mechanism: {', '.join(MECHANISMS)} [env {ENV['sasl_mechanism']}]")
-    parser.add_argument("--sasl_username", default=None, metavar="USER",
-                        help=f"SASL user name [env {ENV['sasl_username']}]")
-    parser.add_argument("--sasl_password", default=None, metavar="PASSWORD",
-                        help=f"SASL password; prefer the environment variable, flags are visible in ps "
-                             f"[env {ENV['sasl_password']}]")
-    parser.add_argument("--ssl_ca_location", default=None, metavar="PEM_FILE",
-                        help=f"CA bundle (PEM) that verifies the brokers' certificates "
-                             f"[env {ENV['ssl_ca_location']}]")
+    _add_settings(parser, SETTINGS)
 
 
 # Words of librdkafka's error texts when a client speaks another protocol than

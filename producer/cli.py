@@ -1,8 +1,9 @@
 """`python -m producer`: simulate or replay market ticks into Kafka.
 
-Every flag can also come from the environment: `KAFKA_BOOTSTRAP_SERVERS` for
-the broker, `PRODUCER_<FLAG>` (upper case) for the others; a flag given on
-the command line wins.
+Every flag can also come from the environment variable of the same name in
+upper case (`--input_topic` / `INPUT_TOPIC`; Kafka connection settings carry
+`KAFKA_`: `KAFKA_BOOTSTRAP_SERVERS`), as in the pipeline and serving
+(market/settings.py); a flag given on the command line wins.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from itertools import islice
 from types import FrameType
 from typing import Any
 
-from market import codec, config, kafka_security
+from market import codec, config, kafka_security, settings
+from market.settings import Setting
 
 from producer.faults import FaultInjector, FaultRates
 from producer.pacing import ReplayPacer
@@ -35,37 +37,79 @@ EXIT_BROKER = 3
 EXIT_INTERRUPTED = 130
 
 
-def _env(flag: str) -> str | None:
-    if flag == "bootstrap_servers":
-        return os.environ.get(config.ENV_BOOTSTRAP_SERVERS) or None
-    return os.environ.get(config.PRODUCER_ENV_PREFIX + flag.upper()) or None
-
-
-def _env_name(flag: str) -> str:
-    return config.ENV_BOOTSTRAP_SERVERS if flag == "bootstrap_servers" else config.PRODUCER_ENV_PREFIX + flag.upper()
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number") from None
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"a rate per tick is within [0, 1], got {text}")
     return value
 
 
 def _non_negative(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones, whose help says what happens instead."""
+KAFKA: tuple[Setting, ...] = (
+    settings.BOOTSTRAP_SERVERS,
+    settings.INPUT_TOPIC,
+    Setting("compression", config.PRODUCER_COMPRESSION, "compression.type (none, gzip, snappy, lz4, zstd)"),
+    Setting("linger_ms", config.PRODUCER_LINGER_MS, "linger.ms: how long librdkafka waits to fill a batch",
+            type=int),
+    Setting("flush_timeout_s", config.PRODUCER_FLUSH_TIMEOUT_S,
+            "on exit, seconds to wait for outstanding deliveries", type=float),
+    Setting("broker_timeout_s", config.PRODUCER_BROKER_TIMEOUT_S,
+            "give up at start if the broker does not answer within this many seconds", type=float),
+    Setting("stats_interval_s", config.PRODUCER_STATS_INTERVAL_S, "seconds between stats lines; 0: none",
+            type=float),
+)
 
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
+SOURCE: tuple[Setting, ...] = (
+    Setting("symbols", ",".join(DEFAULT_SYMBOLS),
+            "comma-separated symbols to simulate; unknown ones get a made-up price level"),
+    Setting("rate", config.PRODUCER_RATE, "ticks per second; 0: as fast as possible", type=_non_negative),
+    Setting("duration_s", 0.0, "stop after this many seconds; 0: no limit", type=_non_negative),
+    Setting("count", 0, "stop after this many simulated or replayed ticks; 0: no limit", type=int),
+    Setting("seed", None, "random seed of the simulation (default: random, logged)", type=int),
+    Setting("start_time", None, "event time of the first simulated tick, epoch ms or ISO-8601 (default: now)"),
+    Setting("event_rate", None, "simulated ticks per second of event time (default: --rate, or "
+            f"{config.PRODUCER_RATE} when --rate is 0); above --rate, event time runs faster than the wall clock",
+            type=float),
+    Setting("jump_rate_per_min", config.PRODUCER_JUMP_RATE_PER_MIN,
+            "expected price jumps per symbol per minute of event time", type=_non_negative),
+    Setting("jump_size_pct", config.PRODUCER_JUMP_SIZE_PCT, "mean size of a price jump, percent",
+            type=_non_negative),
+    Setting("seq_base", None, "each symbol's first simulated seq is this + 1 (default: the wall clock in "
+            "microseconds, so a restarted producer never reuses a seq)", type=int),
+    Setting("replay", None, "replay this CSV file (symbol,timestamp,price,volume[,seq]) instead of simulating"),
+    Setting("replay_speed", 1.0, "replay at this multiple of real time (--rate is then ignored); 0: at --rate",
+            type=_non_negative),
+    Setting("to_csv", None, "write the simulated ticks to this CSV file instead of Kafka (needs --count)"),
+)
+
+FAULTS: tuple[Setting, ...] = (
+    Setting("out_of_order_rate", 0.0,
+            "ticks back-dated by up to --out_of_order_max_s (within the allowed lateness)", type=_rate),
+    Setting("out_of_order_max_s", config.PRODUCER_OUT_OF_ORDER_MAX_S, "how far back out-of-order ticks go",
+            type=float),
+    Setting("late_rate", 0.0, "ticks back-dated by --late_by_s (and up to a third more): the pipeline must "
+            "dead-letter them as 'late'", type=_rate),
+    Setting("late_by_s", config.PRODUCER_LATE_BY_S,
+            "how far back late ticks go, beyond window + allowed lateness", type=float),
+    Setting("duplicate_rate", 0.0, "exact re-sends of a tick (same seq)", type=_rate),
+    Setting("malformed_rate", 0.0,
+            "bad records in total, shared equally by the kinds below unless given one by one", type=_rate),
+    *(Setting(f"{kind}_rate", None, f"records the pipeline must reject as {kind} (default: a share of "
+              "--malformed_rate)", type=_rate) for kind in MALFORMED_KINDS),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,74 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish market ticks (DESIGN.md §3) to Kafka: a simulated market "
                     "(geometric Brownian motion with jumps) or a CSV replay, keyed by symbol, "
                     "record timestamp = event time.",
-        epilog="Every flag also reads the environment variable shown with it. Exit status: 0 all "
-               "delivered, 1 some record not delivered, 2 bad usage, 3 broker unreachable or topic "
-               "unusable, 130 interrupted twice.",
-        formatter_class=_HelpFormatter,
+        epilog="Every flag also reads the environment variable shown with it; a flag given wins. "
+               "Exit status: 0 all delivered, 1 some record not delivered, 2 bad usage, 3 broker "
+               "unreachable or topic unusable, 130 interrupted twice.",
     )
-
-    group: argparse._ArgumentGroup = parser.add_argument_group("Kafka")
-
-    def add(flag: str, default: Any, help: str, **kwargs: Any) -> None:  # noqa: A002 - argparse's word
-        from_env = _env(flag)
-        group.add_argument(f"--{flag}", default=from_env if from_env is not None else default,
-                            help=f"{help} [env {_env_name(flag)}]", **kwargs)
-
-    add("bootstrap_servers", config.DEFAULT_BOOTSTRAP_SERVERS, "Kafka bootstrap servers")
-    add("topic", config.TICKS_TOPIC, "topic to publish to (created with 3 partitions if missing)")
-    add("compression", "lz4", "compression.type (none, gzip, snappy, lz4, zstd)")
-    add("linger_ms", 20, "linger.ms: how long librdkafka waits to fill a batch", type=int)
-    add("flush_timeout_s", config.PRODUCER_FLUSH_TIMEOUT_S,
-        "on exit, seconds to wait for outstanding deliveries", type=float)
-    add("broker_timeout_s", config.PRODUCER_BROKER_TIMEOUT_S, "give up at start if the broker does "
-        "not answer within this many seconds", type=float)
-    add("stats_interval_s", config.PRODUCER_STATS_INTERVAL_S, "seconds between stats lines; 0: none",
-        type=float)
+    settings.add_arguments(parser.add_argument_group("Kafka"), KAFKA)
     # DESIGN.md §10: the same names and environment variables in every part.
     kafka_security.add_arguments(parser.add_argument_group("Kafka connection security (DESIGN.md §10)"))
-    group = parser.add_argument_group("what and how fast")
-    add("symbols", ",".join(DEFAULT_SYMBOLS), "comma-separated symbols to simulate; unknown ones "
-        "get a made-up price level")
-    add("rate", config.PRODUCER_RATE, "ticks per second; 0: as fast as possible", type=_non_negative)
-    add("duration_s", 0.0, "stop after this many seconds; 0: no limit", type=_non_negative)
-    add("count", 0, "stop after this many simulated or replayed ticks; 0: no limit", type=int)
-    add("seed", None, "random seed of the simulation (default: random, logged)", type=int)
-    add("start_time", None, "event time of the first simulated tick, epoch ms or ISO-8601 "
-        "(default: now)")
-    add("event_rate", None, "simulated ticks per second of event time (default: --rate, or "
-        f"{config.PRODUCER_RATE} when --rate is 0); above --rate, event time runs faster than "
-        "the wall clock", type=float)
-    add("jump_rate_per_min", config.PRODUCER_JUMP_RATE_PER_MIN,
-        "expected price jumps per symbol per minute of event time", type=_non_negative)
-    add("jump_size_pct", config.PRODUCER_JUMP_SIZE_PCT, "mean size of a price jump, percent",
-        type=_non_negative)
-    add("seq_base", None, "each symbol's first simulated seq is this + 1 (default: the wall clock in "
-        "microseconds, so a restarted producer never reuses a seq)", type=int)
-    add("replay", None, "replay this CSV file (symbol,timestamp,price,volume[,seq]) instead of "
-        "simulating")
-    add("replay_speed", 1.0, "replay at this multiple of real time (--rate is then ignored); "
-        "0: at --rate", type=_non_negative)
-    add("to_csv", None, "write the simulated ticks to this CSV file instead of Kafka "
-        "(needs --count)")
-
-    group = parser.add_argument_group("fault injection (probabilities per clean tick)")
-    add("out_of_order_rate", 0.0, "ticks back-dated by up to --out_of_order_max_s (within the "
-        "allowed lateness)", type=_rate)
-    add("out_of_order_max_s", config.PRODUCER_OUT_OF_ORDER_MAX_S, "how far back out-of-order "
-        "ticks go", type=float)
-    add("late_rate", 0.0, "ticks back-dated by --late_by_s (and up to a third more): the "
-        "pipeline must dead-letter them as 'late'", type=_rate)
-    add("late_by_s", config.PRODUCER_LATE_BY_S, "how far back late ticks go, beyond window + "
-        "allowed lateness", type=float)
-    add("duplicate_rate", 0.0, "exact re-sends of a tick (same seq)", type=_rate)
-    add("malformed_rate", 0.0, "bad records in total, shared equally by the kinds below unless "
-        "given one by one", type=_rate)
-    for kind in MALFORMED_KINDS:
-        add(f"{kind}_rate", None, f"records the pipeline must reject as {kind} (default: a share "
-            "of --malformed_rate)", type=_rate)
-
-    parser.add_argument("--log_level", default=os.environ.get(config.PRODUCER_ENV_PREFIX + "LOG_LEVEL", "INFO"),
-                        help="logging level [env PRODUCER_LOG_LEVEL]")
+    settings.add_arguments(parser.add_argument_group("what and how fast"), SOURCE)
+    settings.add_arguments(parser.add_argument_group("fault injection (probabilities per clean tick)"), FAULTS)
+    settings.add_arguments(parser, (settings.LOG_LEVEL,))
     return parser
 
 
@@ -222,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate = None
         pacer = ReplayPacer(records, args.replay_speed)
         records = pacer
-    cfg = ProducerConfig(bootstrap_servers=args.bootstrap_servers, topic=args.topic, compression=args.compression,
+    cfg = ProducerConfig(bootstrap_servers=args.bootstrap_servers, topic=args.input_topic, compression=args.compression,
                          linger_ms=args.linger_ms, flush_timeout_s=args.flush_timeout_s,
                          broker_timeout_s=args.broker_timeout_s, security=security)
     what = f"replaying {args.replay}" if args.replay else f"simulating {args.symbols.count(',') + 1} symbols"

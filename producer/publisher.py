@@ -13,7 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from market import config as market_config
-from market import kafka_security
+from market import kafka_security, settings
 from market.kafka_security import KafkaSecurity
 
 from producer.pacing import Pacer, TokenBucket
@@ -38,11 +38,11 @@ class ProducerError(RuntimeError):
 class ProducerConfig:
     """Where and how to send; `extra` holds librdkafka keys that override the defaults."""
 
-    bootstrap_servers: str = field(default_factory=market_config.bootstrap_servers)
+    bootstrap_servers: str = field(default_factory=settings.BOOTSTRAP_SERVERS.value)
     topic: str = market_config.TICKS_TOPIC
     client_id: str = "market-tick-producer"
-    compression: str = "lz4"
-    linger_ms: int = 20
+    compression: str = market_config.PRODUCER_COMPRESSION
+    linger_ms: int = market_config.PRODUCER_LINGER_MS
     delivery_timeout_s: float = 120.0
     flush_timeout_s: float = market_config.PRODUCER_FLUSH_TIMEOUT_S
     broker_timeout_s: float = market_config.PRODUCER_BROKER_TIMEOUT_S
@@ -71,10 +71,8 @@ def kafka_config(cfg: ProducerConfig) -> dict[str, Any]:
         # reported delivered before all in-sync replicas have it.
         "enable.idempotence": True,
         "acks": "all",
-        # lz4: the cheapest codec on CPU, and ticks of one symbol compress well.
+        # Why lz4 and 20 ms: market/config.py.
         "compression.type": cfg.compression,
-        # Big batches are what gets 50k+ small records/s through one
-        # connection; 20 ms of lingering is invisible next to 1-minute bars.
         "linger.ms": cfg.linger_ms,
         "batch.num.messages": 10_000,
         "batch.size": 1_000_000,

@@ -7,7 +7,6 @@ Production: `gunicorn --worker-class gthread --workers 1 --threads 1100 --worker
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +15,7 @@ from flask import Flask, Response, g, request
 from flask.json.provider import JSONProvider
 
 from market import codec
+from market import settings as market_settings
 from serving import errors, settings
 from serving import state as serving_state
 from serving import ws
@@ -42,7 +42,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.from_mapping(config)
     if not logging.getLogger().handlers:
         # Under gunicorn nothing configures logging; the feed's warnings must still show.
-        logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        logging.basicConfig(level=market_settings.LOG_LEVEL.value().upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     errors.init_app(app)
     ws.init_app(app)

@@ -55,7 +55,7 @@ def init_app(app: Flask) -> ServingState:
                                      message_rate=cfg["WS_MESSAGE_RATE"], message_burst=cfg["WS_MESSAGE_BURST"]))
     feed = None
     if cfg["CONSUME"]:
-        feed = KafkaFeed(hub, metrics, cfg["KAFKA_BOOTSTRAP_SERVERS"], cfg["TRENDS_TOPIC"],
+        feed = KafkaFeed(hub, metrics, cfg["KAFKA_BOOTSTRAP_SERVERS"], cfg["OUTPUT_TOPIC"],
                          cfg["ALERTS_TOPIC"], cfg["HISTORY_HOURS"],
                          security=kafka_security.from_mapping({name: cfg.get(env) for name, env in
                                                                kafka_security.ENV.items()}))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from market import config
+from market import config, settings
 from runners.local import paths
 
 COMMANDS = ("pipelines.market", "runners.compose", "serving", "producer", "runners.local",
@@ -29,7 +29,8 @@ def test_help_prints_usage_and_no_warnings(module):
 def test_pipeline_help_lists_every_market_flag_with_its_default():
     # The flags' section, lines unwrapped (argparse wraps them).
     text = " ".join(help_of("pipelines.market").stdout.split("\noptions:", 1)[1].split())
-    for flag, default in (("bootstrap_servers", config.bootstrap_servers()), ("input_topic", config.TICKS_TOPIC),
+    for flag, default in (("bootstrap_servers", settings.BOOTSTRAP_SERVERS.value()),
+                          ("input_topic", config.TICKS_TOPIC),
                           ("output_topic", config.TRENDS_TOPIC), ("alerts_topic", config.ALERTS_TOPIC),
                           ("dlq_topic", config.DLQ_TOPIC), ("consumer_group", config.PIPELINE_CONSUMER_GROUP),
                           ("window_size_s", config.WINDOW_SIZE_S),

@@ -248,12 +248,13 @@ def producer_env_names() -> set[str]:
 
 
 def serving_env_names() -> set[str]:
+    from market import settings as market_settings
     from serving import settings
     names = {setting.env for setting in settings.SETTINGS}
     # create_app() sets up logging from LOG_LEVEL itself (gunicorn has no flags for it).
     source = inspect.getsource(importlib.import_module("serving"))
-    if 'os.environ.get("LOG_LEVEL"' in source:
-        names.add("LOG_LEVEL")
+    if "LOG_LEVEL.value()" in source:
+        names.add(market_settings.LOG_LEVEL.env)
     return names
 
 
@@ -266,15 +267,15 @@ def test_every_variable_a_project_service_sets_is_read_by_its_code(services):
 
 
 def test_producer_environment_takes_effect(services, monkeypatch):
-    from producer.cli import build_parser
+    from producer import cli
     env = {key: str(value) for key, value in services["producer"]["environment"].items()}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    args = build_parser().parse_args([])
+    args = cli.build_parser().parse_args([])
     assert args.bootstrap_servers == env[config.ENV_BOOTSTRAP_SERVERS]
+    by_env = {setting.env: setting for setting in (*cli.KAFKA, *cli.SOURCE, *cli.FAULTS)}
     for key, value in env.items():
-        if key.startswith(config.PRODUCER_ENV_PREFIX):
-            assert float(getattr(args, key.removeprefix(config.PRODUCER_ENV_PREFIX).lower())) == float(value), key
+        assert getattr(args, by_env[key].name) == by_env[key].parse(value), key
 
 
 def test_serving_environment_takes_effect(services):

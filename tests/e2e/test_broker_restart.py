@@ -139,8 +139,9 @@ def test_broker_killed_and_restarted_under_load(own_broker, tmp_path):
         wait_until(lambda: readyz(serving_port) == 200, 60, "serving ready")
         with open(tmp_path / "producer.log", "ab") as producer_log:
             producer = subprocess.Popen(
-                [sys.executable, "-m", "producer", f"--bootstrap_servers={bootstrap}", f"--topic={topics.ticks}",
-                 f"--rate={RATE}", f"--duration_s={DURATION_S}", "--stats_interval_s=2"],
+                [sys.executable, "-m", "producer", f"--bootstrap_servers={bootstrap}",
+                 f"--input_topic={topics.ticks}", f"--rate={RATE}", f"--duration_s={DURATION_S}",
+                 "--stats_interval_s=2"],
                 stdout=producer_log, stderr=subprocess.STDOUT, cwd=paths.PROJECT_ROOT, env=env)
         time.sleep(KILL_AFTER_S)
         assert collector.snapshot()[0], f"no bar before the outage:\n{pipeline.tail()}"

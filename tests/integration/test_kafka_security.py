@@ -100,7 +100,7 @@ def test_producer_publishes_through_the_sasl_listener(sasl_broker: kafka.Broker)
     security = kafka.sasl_security(sasl_broker)
     env = security_env(security, sasl_broker.sasl_bootstrap)
     # The topic does not exist yet: the producer's admin client creates it, through SASL too.
-    result = run_producer(env, "--topic", "sasl_ticks", "--count", "500", "--rate", "0")
+    result = run_producer(env, "--input_topic", "sasl_ticks", "--count", "500", "--rate", "0")
     assert result.returncode == 0, result.stderr
     assert codec.loads(result.stdout.strip().splitlines()[-1])["delivered"] == 500
     assert "SASL_PLAINTEXT SCRAM-SHA-512 as market" in result.stderr
@@ -117,7 +117,7 @@ def test_producer_publishes_through_the_sasl_listener(sasl_broker: kafka.Broker)
 def test_producer_without_valid_credentials_is_refused_clearly(sasl_broker: kafka.Broker, security: KafkaSecurity,
                                                                says: str) -> None:
     started = time.monotonic()
-    result = run_producer(security_env(security, sasl_broker.sasl_bootstrap), "--topic", "sasl_refused",
+    result = run_producer(security_env(security, sasl_broker.sasl_bootstrap), "--input_topic", "sasl_refused",
                           "--count", "10", "--broker_timeout_s", "5")
     assert result.returncode == 3, result.stderr
     assert says in result.stderr

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_defaults_follow_the_design() -> None:
     args = build_parser().parse_args([])
-    assert args.topic == "raw_stock_ticks"
+    assert args.input_topic == "raw_stock_ticks"
     assert args.rate == 10_000
     assert len(args.symbols.split(",")) == 20
     assert not fault_rates(args).any
@@ -29,8 +29,8 @@ def test_defaults_follow_the_design() -> None:
 
 def test_environment_variables_set_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:29092")
-    monkeypatch.setenv("PRODUCER_RATE", "2500")
-    monkeypatch.setenv("PRODUCER_LATE_RATE", "0.01")
+    monkeypatch.setenv("RATE", "2500")
+    monkeypatch.setenv("LATE_RATE", "0.01")
     args = build_parser().parse_args([])
     assert (args.bootstrap_servers, args.rate, args.late_rate) == ("kafka:29092", 2500.0, 0.01)
     assert build_parser().parse_args(["--rate", "50000"]).rate == 50_000

@@ -89,7 +89,7 @@ def test_sigterm_mid_run_loses_nothing_reported_delivered(kafka_bootstrap: str,
     topic = make_topic("producer_sigterm", 3)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "producer", "--bootstrap_servers", kafka_bootstrap, "--topic", topic,
+        [sys.executable, "-m", "producer", "--bootstrap_servers", kafka_bootstrap, "--input_topic", topic,
          "--rate", "20000", "--duration_s", "60", "--seed", "5", "--stats_interval_s", "0.5"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -125,7 +125,7 @@ def test_sigterm_mid_run_loses_nothing_reported_delivered(kafka_bootstrap: str,
 def test_cli_replays_the_sample_file(kafka_bootstrap: str, make_topic: Callable[..., str],
                                      capsys: pytest.CaptureFixture[str]) -> None:
     topic = make_topic("producer_replay", 3)
-    assert main(["--bootstrap_servers", kafka_bootstrap, "--topic", topic, "--replay", str(SAMPLE_CSV),
+    assert main(["--bootstrap_servers", kafka_bootstrap, "--input_topic", topic, "--replay", str(SAMPLE_CSV),
                  "--replay_speed", "0", "--rate", "0", "--stats_interval_s", "0"]) == 0
     summary = codec.loads(capsys.readouterr().out.strip().splitlines()[-1])
     rows = list(CsvTicks(SAMPLE_CSV))
@@ -142,7 +142,7 @@ def test_cli_replay_keeps_real_time_times_speed(kafka_bootstrap: str, make_topic
     path.write_text("symbol,timestamp,price,volume\nAAPL,2025-11-25T09:30:00Z,1,1\n"
                     "AAPL,2025-11-25T09:30:01Z,2,1\nAAPL,2025-11-25T09:30:02Z,3,1\n")
     started = time.monotonic()
-    assert main(["--bootstrap_servers", kafka_bootstrap, "--topic", topic, "--replay", str(path),
+    assert main(["--bootstrap_servers", kafka_bootstrap, "--input_topic", topic, "--replay", str(path),
                  "--replay_speed", "2", "--stats_interval_s", "0"]) == 0
     assert 1.0 <= time.monotonic() - started < 5
     messages = consume_all(kafka_bootstrap, topic, 3)
@@ -171,7 +171,7 @@ def test_a_restarted_producer_never_reuses_a_seq(kafka_bootstrap: str, make_topi
     # that restarts its seqs would repeat every one of them.
     topic = make_topic("producer_restart", 3)
     for _ in range(2):
-        assert main(["--bootstrap_servers", kafka_bootstrap, "--topic", topic, "--symbols", "AAPL,MSFT,BTC-USD",
+        assert main(["--bootstrap_servers", kafka_bootstrap, "--input_topic", topic, "--symbols", "AAPL,MSFT,BTC-USD",
                      "--seed", "3", "--count", "3000", "--rate", "0", "--stats_interval_s", "0"]) == 0
     capsys.readouterr()
     messages = consume_all(kafka_bootstrap, topic, 6_000)

@@ -50,7 +50,7 @@ def publish(bootstrap: str, topic: str, records: list[dict[str, Any]], timestamp
 
 
 def serving_config(bootstrap: str, trends: str, alerts: str, **extra: Any) -> dict[str, Any]:
-    return {"CONSUME": True, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TRENDS_TOPIC": trends,
+    return {"CONSUME": True, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": trends,
             "ALERTS_TOPIC": alerts, "HISTORY_HOURS": 1.0, **extra}
 
 
