@@ -1,20 +1,66 @@
-"""Reading pipeline flags out of an argv list, for the per-runner set-up in runners/."""
+"""The pipeline's flags as Beam's PipelineOptions reads them, for the per-runner set-up in runners/.
+
+Every option is read through PipelineOptions (`--name value` and
+`--name=value` alike), never by scanning argv: Beam's own options through
+their views (`GoogleCloudOptions.job_name`, `FlinkRunnerOptions.flink_master`),
+the Java Flink runner's through `FlinkJavaOptions` below.
+"""
 from __future__ import annotations
 
-
-def flag_value(argv: list[str], name: str) -> str | None:
-    """Value of `--name=value` or `--name value` in `argv`, or None."""
-    for index, arg in enumerate(argv):
-        if arg.startswith(f"--{name}="):
-            return arg.split("=", 1)[1]
-        if arg == f"--{name}" and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
-            return argv[index + 1]
-    return None
+from apache_beam.options.pipeline_options import PipelineOptions
 
 
-def has_flag(argv: list[str], name: str) -> bool:
-    """Whether `argv` sets `--name` (with or without a value)."""
-    return any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in argv)
+class FlinkJavaOptions(PipelineOptions):
+    """Options of Beam's Java Flink runner that runners/ sets or reads.
+
+    Python declares none of them: the FlinkRunner learns them from the job
+    server when it submits (and skips those declared here). Declaring them
+    lets the set-up read them like any other option, and keeps Beam from
+    warning about unknown flags when it does. Every default is None: unset,
+    and then not sent to any runner.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        for switch in ("finish_bundle_before_checkpointing", "object_reuse", "externalized_checkpoints_enabled",
+                       "retain_externalized_checkpoints_on_cancellation", "allow_non_restored_state"):
+            parser.add_argument(f"--{switch}", action="store_true", default=None,
+                                help="Beam's Java Flink runner option of this name")
+        for name in ("max_bundle_time_mills", "checkpointing_interval"):
+            parser.add_argument(f"--{name}", type=int, default=None,
+                                help="Beam's Java Flink runner option of this name")
+        for name in ("state_backend", "state_backend_storage_path", "savepoint_path", "flink_conf_dir"):
+            parser.add_argument(f"--{name}", default=None, help="Beam's Java Flink runner option of this name")
+
+
+_UNSET = object()
+
+
+def given_options(argv: list[str]) -> dict[str, object]:
+    """The options `argv` sets, by name, as PipelineOptions parses them.
+
+    A switch given is True. An option given with its default value counts
+    as given (`--max_cache_memory_usage_mb=0` turns Beam's cache off on
+    purpose), which `get_all_options(drop_default=True)` would miss: every
+    known option's default is replaced by a marker instead, and what still
+    holds the marker was not given.
+    """
+    known = PipelineOptions([]).get_all_options()
+
+    def unset_by_default(parser) -> None:
+        parser.set_defaults(**dict.fromkeys(known, _UNSET))
+
+    # Unknown options too: a Java option nobody declares is still the user's.
+    parsed = PipelineOptions(argv).get_all_options(add_extra_args_fn=unset_by_default,
+                                                   retain_unknown_options=True)
+    return {name: value for name, value in parsed.items() if value is not _UNSET}
+
+
+def with_defaults(argv: list[str], defaults: dict[str, str | None]) -> list[str]:
+    """`argv` plus `--name=value` (`--name` where the value is None) for each of `defaults` it does not set."""
+    given = given_options(argv)
+    return list(argv) + [f"--{name}" if value is None else f"--{name}={value}"
+                         for name, value in defaults.items() if name not in given]
 
 
 # Flags every Flink run of the pipeline gets unless its argv sets them
@@ -54,6 +100,4 @@ FLINK_DEFAULTS: dict[str, str | None] = {
 
 def with_flink_defaults(argv: list[str]) -> list[str]:
     """`argv` plus each of FLINK_DEFAULTS it does not set."""
-    added = [f"--{flag}" if value is None else f"--{flag}={value}"
-             for flag, value in FLINK_DEFAULTS.items() if not has_flag(argv, flag)]
-    return list(argv) + added
+    return with_defaults(argv, FLINK_DEFAULTS)

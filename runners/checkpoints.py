@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runners.args import flag_value, has_flag
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from runners.args import FlinkJavaOptions, with_defaults
 
 # Often enough that a crash replays seconds, not minutes; rare enough that the
 # barrier alignment stays out of the per-tick latency (docs/deployment.md).
@@ -38,7 +40,7 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def storage_of(argv: list[str], default: Path) -> Path:
     """The checkpoint folder `argv` names with `--state_backend_storage_path=file://...`, else `default`."""
-    given = flag_value(argv, "state_backend_storage_path")
+    given = PipelineOptions(argv).view_as(FlinkJavaOptions).state_backend_storage_path
     return Path(given.removeprefix("file://")) if given else default
 
 
@@ -49,13 +51,13 @@ def with_checkpointing(argv: list[str], storage: Path) -> list[str]:
                 # Kept when the job is cancelled or fails: a resume needs them.
                 "externalized_checkpoints_enabled": None,
                 "retain_externalized_checkpoints_on_cancellation": None}
-    return list(argv) + [f"--{flag}" if value is None else f"--{flag}={value}"
-                         for flag, value in defaults.items() if not has_flag(argv, flag)]
+    return with_defaults(argv, defaults)
 
 
 def resume_point(argv: list[str], storage: Path, resume: bool) -> Path | None:
     """The checkpoint or savepoint a start resumes from: None with `resume` off or `--savepoint_path` given."""
-    if not resume or has_flag(argv, "savepoint_path") or not storage.is_dir():
+    given = PipelineOptions(argv).view_as(FlinkJavaOptions).savepoint_path
+    if not resume or given is not None or not storage.is_dir():
         return None
     return latest_checkpoint(storage)
 

@@ -15,7 +15,7 @@ the pinned `apache/beam_flink1.19_job_server:2.62.0` image instead:
   PortableRunner then starts no job server of its own). `--artifact_endpoint`
   names its artifact port, because the job server, bound to 0.0.0.0,
   would advertise that address.
-* `--kafka_expansion_service=host:port` (this module's flag): Beam's
+* `--kafka_expansion_service=host:port` (`ComposeOptions`, this module's): Beam's
   `ExpansionService` from the same image's class path, started with
   `--defaultEnvironmentType=EMBEDDED --experiments=use_deprecated_read`
   (the arguments of `runners/local/beam.py`), so Java KafkaIO runs inside the
@@ -46,8 +46,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions, SetupOptions
+
+from pipelines.options import MarketOptions
 from runners import checkpoints
-from runners.args import flag_value, has_flag, with_flink_defaults
+from runners.args import with_flink_defaults
+from runners.local.flink import LOCAL_MASTERS
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +61,39 @@ DEFAULT_EXPANSION_SERVICE = "kafka-expansion:8097"
 ACTIVE_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING")
 
 
-def _add_own_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kafka_expansion_service", default=DEFAULT_EXPANSION_SERVICE,
-                        help="host:port of the KafkaIO expansion service container")
+class ComposeOptions(MarketOptions):
+    """The submitter's options: the market pipeline's and where the stack's expansion service listens.
+
+    A subclass of MarketOptions, so one view reads `--no_resume` too.
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--kafka_expansion_service", default=DEFAULT_EXPANSION_SERVICE, metavar="HOST:PORT",
+                            help="host:port of the KafkaIO expansion service container (default: %(default)s)")
 
 
-def split_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    """(this module's flags and --no_resume, the pipeline's arguments without them)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    _add_own_flags(parser)
-    parser.add_argument("--no_resume", action="store_true")
-    return parser.parse_known_args(argv)
+# Read by the submitter and kept out of the job's options: the job server
+# has no use for them.
+SUBMITTER_FLAGS = ("kafka_expansion_service", "no_resume")
+
+
+def split_flags(argv: list[str]) -> tuple[ComposeOptions, list[str]]:
+    """(the submitter's options, the pipeline's arguments without SUBMITTER_FLAGS)."""
+    options = PipelineOptions(argv).view_as(ComposeOptions)
+    strip = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in SUBMITTER_FLAGS:
+        strip.add_argument(f"--{name}", nargs="?")
+    return options, strip.parse_known_args(argv)[1]
 
 
 def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     """`argv` plus the worker packaging and checkpointing a compose run needs, unless given."""
     args = with_flink_defaults(argv)
-    if not has_flag(args, "setup_file"):
+    options = PipelineOptions(args)
+    if options.view_as(SetupOptions).setup_file is None:
         args.append(f"--setup_file={PROJECT_ROOT / 'setup.py'}")
-    job_name = flag_value(args, "job_name")
+    job_name = options.view_as(GoogleCloudOptions).job_name
     storage = checkpoints.storage_of(args, CHECKPOINT_ROOT / (job_name or "unnamed"))
     args = checkpoints.with_checkpointing(args, storage)
     # Without a job name there is no way to tell this job's checkpoints from another's.
@@ -98,17 +116,17 @@ def run(argv: list[str] | None = None):
     """Submit the pipeline unless a job of its name runs; the PipelineResult, or None if not submitted."""
     from pipelines import market
 
-    flags, argv = split_flags(list(sys.argv[1:] if argv is None else argv))
-    job_name = flag_value(argv, "job_name")
-    flink_master = flag_value(argv, "flink_master")
-    if job_name and flink_master:
+    own, argv = split_flags(list(sys.argv[1:] if argv is None else argv))
+    job_name = own.view_as(GoogleCloudOptions).job_name
+    flink_master = own.view_as(FlinkRunnerOptions).flink_master
+    if job_name and flink_master not in LOCAL_MASTERS:
         running = active_job(flink_master, job_name)
         if running is not None:
             log.info("job %s (%s) is already %s on %s: not submitting it again",
                      job_name, running["jid"], running["state"], flink_master)
             return None
-    return market.run(pipeline_args(argv, resume=not flags.no_resume),
-                      expansion_service=flags.kafka_expansion_service)
+    return market.run(pipeline_args(argv, resume=not own.no_resume),
+                      expansion_service=own.kafka_expansion_service)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = command_line("python -m runners.compose", "Submit the market pipeline to the compose stack's Flink.")
-    _add_own_flags(parser)
+    ComposeOptions._add_argparse_args(parser)   # its own flag; command_line has MarketOptions'
     parser.parse_known_args(argv)     # --help lists the flags and exits
     console.setup_logging()
     try:

@@ -7,25 +7,26 @@
 KafkaIO keeps Dataflow's defaults (SDF read in Dataflow's Java container):
 nothing Flink-specific is passed. The expansion service starts from the same
 local class path as on Flink, and stages every jar of that class path so
-Dataflow's Java workers get KafkaIO and its dependencies.
+Dataflow's Java workers get KafkaIO, its dependencies and the project's read
+(pipelines/java, compiled into that class path by `python -m runners.local
+fetch`).
 """
 from __future__ import annotations
 
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.transforms.external import JavaJarExpansionService
 
-from runners.args import has_flag
 from runners.local import fetch, paths
-
-
 
 
 def pipeline_args(argv: list[str]) -> list[str]:
     """`argv` plus the worker packaging Dataflow needs, unless given."""
     args = list(argv)
-    if not has_flag(args, "setup_file"):
+    options = PipelineOptions(args)
+    if options.view_as(SetupOptions).setup_file is None:
         # Workers install the project (transforms, market) from setup.py.
         args.append(f"--setup_file={paths.PROJECT_ROOT / 'setup.py'}")
-    if not has_flag(args, "streaming"):
+    if not options.view_as(StandardOptions).streaming:
         args.append("--streaming")
     return args
 

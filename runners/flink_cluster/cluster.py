@@ -23,8 +23,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from runners import checkpoints
-from runners.args import flag_value, has_flag, with_flink_defaults
 from runners.flink_cluster import conf, distribution
 from runners.local import fetch as local_fetch
 from runners.local import paths, prereqs, process
@@ -270,23 +268,33 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
       an explicit `--job_name` a new submission resumes from that name's
       newest completed checkpoint.
     """
+    # Beam is imported only when submitting: `fetch`, `start` and `status` do without it.
+    from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions,
+                                                      PortableOptions)
+
+    from runners import checkpoints
+    from runners.args import with_flink_defaults
+    from runners.local import flink as local_flink
+
     args = with_flink_defaults(argv)
-    if not has_flag(args, "flink_job_server_jar"):
+    options = PipelineOptions(args)
+    if options.view_as(FlinkRunnerOptions).flink_job_server_jar is None:
         jar = local_fetch.job_server_jar()
         local_fetch.require(jar)
         args.append(f"--flink_job_server_jar={jar}")
-    if not has_flag(args, "environment_type"):
+    if options.view_as(PortableOptions).environment_type is None:
         args += ["--environment_type=EXTERNAL", f"--environment_config={conf.HOST}:{WORKER_POOL_PORT}"]
-    job_name = flag_value(args, "job_name")
+    job_name = options.view_as(GoogleCloudOptions).job_name
     storage = checkpoints.storage_of(args, checkpoint_root(job_name))
     storage.mkdir(parents=True, exist_ok=True)
     args = checkpoints.with_checkpointing(args, storage)
     if not job_name:
         return args
-    from runners.local import flink as local_flink  # imports Beam: only when submitting
     # SIGTERM to `python -m pipelines.market` stops this job with a
     # savepoint where the next submission of the name looks for one.
-    master = flag_value(args, "flink_master") or conf.rest_url()
+    master = options.view_as(FlinkRunnerOptions).flink_master
+    if master in local_flink.LOCAL_MASTERS:   # not named: this machine's session cluster
+        master = conf.rest_url()
     local_flink.savepoint_target = local_flink.SavepointTarget(
         master if master.startswith("http") else f"http://{master}", checkpoints.savepoint_dir(storage), job_name)
     checkpoint = checkpoints.resume_point(args, storage, resume)

@@ -18,8 +18,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOptions
+
 from runners import checkpoints
-from runners.args import has_flag, with_flink_defaults
+from runners.args import FlinkJavaOptions, with_flink_defaults
 from runners.checkpoints import savepoint_dir
 from runners.local import beam as local_beam
 from runners.local import paths
@@ -156,13 +158,14 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     and where a new start looks for the newest one.
     """
     args = with_flink_defaults(argv)
-    if not has_flag(args, "flink_job_server_jar"):
+    options = PipelineOptions(args)
+    if options.view_as(FlinkRunnerOptions).flink_job_server_jar is None:
         args += local_beam.flink_job_server_args()
     storage = checkpoints.storage_of(args, checkpoint_dir())
     storage.mkdir(parents=True, exist_ok=True)
     args = checkpoints.with_checkpointing(args, storage)
     checkpoint = checkpoints.resume_point(args, storage, resume)
-    if has_flag(args, "flink_conf_dir"):
+    if options.view_as(FlinkJavaOptions).flink_conf_dir is not None:
         if checkpoint is not None:
             raise ValueError("--flink_conf_dir is set: add execution.savepoint.path to it yourself, "
                              "or pass --no_resume")

@@ -46,3 +46,11 @@ def test_pipeline_help_lists_every_market_flag_with_its_default():
         assert f"{switch} " in text, switch
     # Beam's own options are named once, not listed (they would fill screens).
     assert "--flink_master" in text and "--flink_job_server_jar" not in text
+
+
+def test_compose_help_lists_the_submitters_own_flag_with_its_default():
+    from runners.compose import submit
+    text = " ".join(help_of("runners.compose").stdout.split("\noptions:", 1)[1].split())
+    section = text.split("--kafka_expansion_service ", 1)[1].split(" --", 1)[0]
+    assert f"(default: {submit.DEFAULT_EXPANSION_SERVICE})" in section, section
+    assert "--no_resume " in text
