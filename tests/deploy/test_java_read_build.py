@@ -76,3 +76,22 @@ def test_a_changed_java_file_is_compiled_again(tmp_path, javac, monkeypatch):
     fetch.build_event_time_read(lib)
     assert len(javac) == 2
     assert changed in compiled_sources(javac[1])
+
+
+def test_the_workers_sdist_holds_the_pipeline_without_its_java(tmp_path):
+    # Beam stages this sdist (--setup_file) to the Python workers on Flink and Dataflow.
+    import sys
+    import tarfile
+
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp_path / "src" / name)
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")],
+                   cwd=tmp_path / "src", capture_output=True, check=True)
+    (sdist,) = (tmp_path / "dist").glob("*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = [name.split("/", 1)[1] for name in tar.getnames() if "/" in name]
+    assert "pipelines/kafka_io.py" in names and "pipelines/market.py" in names
+    assert not [name for name in names if name.startswith("pipelines/java")]
