@@ -402,6 +402,14 @@ def test_expansion_service_runs_kafka_io_as_the_local_runner_does(services):
     assert tuple(expansion["command"][1:]) == local_beam.EXPANSION_ARGS
 
 
+def test_the_submitter_asks_for_the_read_the_expansion_service_has(services):
+    # kafka-expansion runs on the stock image's jars alone, without the project's
+    # read (pipelines/java; docs/deployment.md says why): Beam's read is asked for.
+    entrypoint = services["kafka-expansion"]["entrypoint"]
+    assert entrypoint[entrypoint.index("-cp") + 1] == "/opt/apache/beam/jars/*"
+    assert flag(services["pipeline-submitter"]["command"], "kafka_read") == "beam"
+
+
 def test_flink_services_run_the_image_entry_points(services):
     assert services["flink-jobmanager"]["command"] == ["jobmanager"]
     assert services["flink-taskmanager"]["command"] == ["taskmanager"]
