@@ -59,6 +59,9 @@ class Setting:
     parser default, so a password from the environment shows neither in --help nor in the
     pipeline options shipped to the runner."""
     switch: bool = False
+    flag_only: bool = False
+    """Read from its flag alone: for names a shell may export with another meaning (tcsh exports
+    HOST, the machine's name, on which a development server must not open itself)."""
     """A flag without a value and without an environment variable (a one-off decision, e.g.
     --no_resume, that must not stick to every automatic restart)."""
 
@@ -93,7 +96,7 @@ class Setting:
         Raises SettingError naming the variable if the value is invalid.
         """
         environ = os.environ if environ is None else environ
-        raw = environ.get(self.env, "") if not self.switch else ""
+        raw = "" if self.switch or self.flag_only else environ.get(self.env, "")
         if not raw:
             return self.default
         try:
@@ -145,14 +148,16 @@ def add_arguments(parser: argparse.ArgumentParser | Any, settings: Iterable[Sett
             parser.add_argument(s.flag, action="store_true", default=False, help=text)
             continue
         default: Any = s.default
-        raw = "" if s.deferred else environ.get(s.env, "")
+        raw = "" if s.deferred or s.flag_only else environ.get(s.env, "")
         if raw:
             default = _FromEnv(raw)
             default.env = s.env
         if s.default is not None:
             text += " (default: %(default)s)"
+        if not s.flag_only:
+            text += f" [env {s.env}]"
         parser.add_argument(s.flag, type=_Converter(s), default=default, choices=s.choices,
-                            metavar=s.metavar, help=f"{text} [env {s.env}]")
+                            metavar=s.metavar, help=text)
 
 
 def values(args: Any, settings: Iterable[Setting], environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -49,10 +49,12 @@ SETTINGS: tuple[Setting, ...] = (
     *kafka_security.SETTINGS,
 )
 
-# `python -m serving` only: gunicorn binds and logs by its own flags.
+# `python -m serving` only: gunicorn binds and logs by its own flags. Where
+# to listen is a flag alone: tcsh exports HOST (the machine's name), and a
+# development server must not open itself on the network because of it.
 SERVER: tuple[Setting, ...] = (
-    Setting("host", mc.SERVING_HOST, "address the development server listens on"),
-    Setting("port", mc.SERVING_PORT, "port the development server listens on", type=int),
+    Setting("host", mc.SERVING_HOST, "address the development server listens on", flag_only=True),
+    Setting("port", mc.SERVING_PORT, "port the development server listens on", type=int, flag_only=True),
     ms.LOG_LEVEL,
 )
 

@@ -138,6 +138,7 @@ def test_every_setting_is_named_by_one_rule() -> None:
     every = (*cli.KAFKA, *cli.SOURCE, *cli.FAULTS, *PIPELINE, *serving.SETTINGS, *serving.SERVER)
     for s in every:
         assert s.env == ("KAFKA_" if s.kafka else "") + s.name.upper(), s.name
+        assert not s.flag_only or s.name in ("host", "port"), s.name
         assert s.kafka == (s.name == "bootstrap_servers" or s.name in kafka_security.ENV), s.name
     by_name: dict[str, ms.Setting] = {}
     for s in every:
@@ -184,8 +185,8 @@ def test_create_app_names_a_bad_variable(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize("module, names", [
     ("producer", ("KAFKA_BOOTSTRAP_SERVERS", "INPUT_TOPIC", "RATE", "LATE_RATE", "LOG_LEVEL",
                   "KAFKA_SASL_PASSWORD")),
-    ("serving", ("KAFKA_BOOTSTRAP_SERVERS", "OUTPUT_TOPIC", "ALERTS_TOPIC", "WS_MAX_CONNECTIONS", "HOST",
-                 "PORT", "KAFKA_SASL_PASSWORD")),
+    ("serving", ("KAFKA_BOOTSTRAP_SERVERS", "OUTPUT_TOPIC", "ALERTS_TOPIC", "WS_MAX_CONNECTIONS",
+                 "KAFKA_SASL_PASSWORD")),
     ("pipelines.market", ("KAFKA_BOOTSTRAP_SERVERS", "INPUT_TOPIC", "OUTPUT_TOPIC", "ALERTS_TOPIC", "DLQ_TOPIC",
                           "WINDOW_SIZE_S", "KAFKA_SASL_PASSWORD")),
 ])
@@ -262,3 +263,14 @@ def test_serving_docs_match_the_code() -> None:
 def test_pipeline_docs_match_the_code() -> None:
     from pipelines.options import SETTINGS
     check_docs("pipeline.md", (*SETTINGS, *kafka_security.SETTINGS))
+
+
+def test_the_development_server_listens_where_its_flags_say_never_on_a_shell_host_variable() -> None:
+    from serving import settings
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOST", "build-box.example.com")   # tcsh exports the machine's name
+        patch.setenv("PORT", "9")
+        _, ns = settings.parse_args([])
+        assert (ns.host, ns.port) == (config.SERVING_HOST, config.SERVING_PORT)
+        _, ns = settings.parse_args(["--host=0.0.0.0", "--port=8123"])
+        assert (ns.host, ns.port) == ("0.0.0.0", 8123)
