@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from market import codec  # noqa: E402
+from market import codec, config  # noqa: E402
 from market.settings import BOOTSTRAP_SERVERS  # noqa: E402
 from tests.serving.samples import bar  # noqa: E402
 
@@ -70,10 +70,10 @@ def serving_clients(port: int) -> int:
 class Server:
     """gunicorn serving on a free port."""
 
-    def __init__(self, bootstrap: str, trends: str, alerts: str, threads: int, queue_size: int) -> None:
+    def __init__(self, bootstrap: str, trends: str, alerts: str, threads: int, queue_bytes: int) -> None:
         self.port = free_port()
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": trends,
-               "ALERTS_TOPIC": alerts, "HISTORY_HOURS": "1", "WS_QUEUE_SIZE": str(queue_size),
+               "ALERTS_TOPIC": alerts, "HISTORY_HOURS": "1", "WS_QUEUE_BYTES": str(queue_bytes),
                "LOG_LEVEL": "WARNING"}
         cmd = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", "1",
                "--threads", str(threads), "--worker-connections", str(2 * threads), "--backlog", "4096",
@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="produce one bar per symbol at once (as the pipeline fires panes) instead of evenly")
     parser.add_argument("--rest-concurrency", type=int, default=16)
     parser.add_argument("--rest-seconds", type=float, default=5.0)
-    parser.add_argument("--queue-size", type=int, default=1000)
+    parser.add_argument("--queue_bytes", type=int, default=config.WS_QUEUE_BYTES,
+                        help="bytes a WebSocket client may have waiting (serving's WS_QUEUE_BYTES)")
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.clients.split(",") if c]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                              value=codec.dumps(bar(symbol, minute, 100.0 + minute, base_ms=base)))
         producer.poll(0)
     producer.flush(30)
-    server = Server(args.bootstrap_servers, trends, alerts, threads=max(counts) + 64, queue_size=args.queue_size)
+    server = Server(args.bootstrap_servers, trends, alerts, threads=max(counts) + 64, queue_bytes=args.queue_bytes)
     print(f"serving: gunicorn gthread, 1 worker, {max(counts) + 64} threads, port {server.port}; "
           f"{len(SYMBOLS)} symbols x 100 bars replayed; {os.cpu_count()} CPUs shared by server, clients, Kafka; "
           f"load average {os.getloadavg()[0]:.1f}")
