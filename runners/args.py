@@ -7,6 +7,8 @@ the Java Flink runner's through `FlinkJavaOptions` below.
 """
 from __future__ import annotations
 
+import argparse
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
 
@@ -46,14 +48,20 @@ def given_options(argv: list[str]) -> dict[str, object]:
     holds the marker was not given.
     """
     known = PipelineOptions([]).get_all_options()
+    # Options given more than once (--experiments) append to their default,
+    # which must stay None or a list: for them None is the marker.
+    appended: set[str] = set()
 
     def unset_by_default(parser) -> None:
-        parser.set_defaults(**dict.fromkeys(known, _UNSET))
+        appended.update(action.dest for action in parser._actions
+                        if isinstance(action, argparse._AppendAction))
+        parser.set_defaults(**{name: None if name in appended else _UNSET for name in known})
 
     # Unknown options too: a Java option nobody declares is still the user's.
     parsed = PipelineOptions(argv).get_all_options(add_extra_args_fn=unset_by_default,
                                                    retain_unknown_options=True)
-    return {name: value for name, value in parsed.items() if value is not _UNSET}
+    return {name: value for name, value in parsed.items()
+            if value is not _UNSET and not (value is None and name in appended)}
 
 
 def with_defaults(argv: list[str], defaults: dict[str, str | None]) -> list[str]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
+from apache_beam.options.pipeline_options import DebugOptions, PipelineOptions, WorkerOptions
 
 from runners import args as runner_args
 from runners.args import FlinkJavaOptions, given_options, with_flink_defaults
@@ -48,6 +48,16 @@ def test_given_options_are_the_flags_of_argv_and_nothing_else():
     assert given_options(["--job_name", "market", "--object_reuse", "--parallelism=-1", "--fasterCopy"]) == {
         "job_name": "market", "object_reuse": True, "parallelism": -1, "fasterCopy": True}
     assert given_options([]) == {}
+
+
+def test_options_given_more_than_once_are_read_and_kept():
+    # --experiments appends: a marker in place of its default list made every run with it crash.
+    argv = ["--experiments=data_buffer_time_limit_ms=20", "--experiments", "use_deprecated_read"]
+    assert given_options(argv) == {"experiments": ["data_buffer_time_limit_ms=20", "use_deprecated_read"]}
+    args = with_flink_defaults(argv)
+    assert PipelineOptions(args).view_as(DebugOptions).experiments == [
+        "data_buffer_time_limit_ms=20", "use_deprecated_read"]
+    assert occurrences(args, "max_bundle_time_mills") == ["--max_bundle_time_mills=250"]
 
 
 def test_checkpoint_settings_the_user_gives_are_kept(tmp_path):
