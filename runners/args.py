@@ -92,6 +92,11 @@ def with_defaults(argv: list[str], defaults: dict[str, str | None]) -> list[str]
 #   100 ms 1840/2899/27581, 9,700. 250 ms is as fast as 100 ms with fewer
 #   bundle round trips to the Python workers.
 #
+# Not here, on purpose: `--experiments=data_buffer_time_limit_ms=N`. It
+# would cut the latency (docs/performance.md) but Beam 2.62's Python SDK
+# drops output bytes written while its time-based flush thread runs
+# (TimeBasedBufferingClosableOutputStream), and drains lost ticks with it.
+#
 # Parallelism is left to Beam: on the embedded Flink it defaults to the
 # number of cores, and the Kafka read (pipelines/java,
 # KafkaRecordBatchSource) makes one reader per partition whatever the
