@@ -35,6 +35,11 @@ TOPICS: tuple[TopicSpec, ...] = (
 # The pipeline's Kafka consumer group: offsets are committed to it when a
 # checkpoint completes, and a start without a checkpoint resumes there.
 PIPELINE_CONSUMER_GROUP = "market-pipeline"
+# Where the pipeline starts when its group has no committed offset.
+PIPELINE_START_OFFSET = "earliest"
+# How far the input watermark stays behind the newest record timestamp: ticks
+# in flight for less than this still make their window's ON_TIME bar.
+WATERMARK_DELAY_MS = 1000
 
 # --- Bars and anomalies (DESIGN.md §4, §5, §9) -------------------------------
 WINDOW_SIZE_S = 60
@@ -74,10 +79,6 @@ WS_ALLOWED_ORIGINS = "self,localhost"
 
 LOG_LEVEL = "INFO"
 
-# The environment variable of --bootstrap_servers (market/settings.py's rule:
-# a Kafka connection setting's name in upper case after KAFKA_), for code that
-# hands the broker address to a child process.
-ENV_BOOTSTRAP_SERVERS = "KAFKA_BOOTSTRAP_SERVERS"
 
 
 # --- Serving WebSocket transport (issue 7) -----------------------------------

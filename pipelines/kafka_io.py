@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.transforms.external import ExternalTransform, NamedTupleBasedPayloadBuilder
 
-from market import codec
+from market import codec, config
 from market.kafka_security import KafkaSecurity
 from transforms import RecordBatch, SourceRecord
 
@@ -122,8 +122,8 @@ class ReadTicksFromKafka(beam.PTransform):
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, consumer_group: str,
-                 start_offset: str = "earliest", expansion_service=None,
-                 max_num_records: int | None = None, watermark_delay_ms: int = 1000,
+                 start_offset: str = config.PIPELINE_START_OFFSET, expansion_service=None,
+                 max_num_records: int | None = None, watermark_delay_ms: int = config.WATERMARK_DELAY_MS,
                  event_time_read: bool = True, batched: bool = True,
                  max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS, security: KafkaSecurity | None = None) -> None:
         super().__init__()

@@ -22,9 +22,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("consumer_group", config.PIPELINE_CONSUMER_GROUP,
             "Kafka consumer group whose offsets are committed when a checkpoint completes (a start "
             "without a checkpoint resumes there)"),
-    Setting("start_offset", "earliest", "where to start when the group has no committed offset",
+    Setting("start_offset", config.PIPELINE_START_OFFSET, "where to start when the group has no committed offset",
             choices=("earliest", "latest")),
-    Setting("watermark_delay_ms", 1000, "how far the input watermark stays behind the newest record "
+    Setting("watermark_delay_ms", config.WATERMARK_DELAY_MS, "how far the input watermark stays behind the newest record "
             "timestamp (or the clock, when a partition is idle): ticks in flight for less than this "
             "still make their window's ON_TIME bar", type=int),
     Setting("kafka_read", "event_time", "event_time: the project's KafkaIO read whose idle partitions "

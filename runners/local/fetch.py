@@ -63,11 +63,10 @@ def build_event_time_read(lib: Path) -> Path:
 
     javac from the JDK, against the resolved class path: no Maven plugins needed.
     """
-    sources_dir = JAVA_SOURCES
-    sources = sorted(sources_dir.rglob("*.java"))
-    services = sorted(sources_dir.glob("META-INF/services/*"))
+    sources = sorted(JAVA_SOURCES.rglob("*.java"))
+    services = sorted(JAVA_SOURCES.glob("META-INF/services/*"))
     if not sources:
-        raise RuntimeError(f"no Java sources under {sources_dir}")
+        raise RuntimeError(f"no Java sources under {JAVA_SOURCES}")
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources + services)).hexdigest()
     jar = lib / EVENT_TIME_READ_JAR
     stamp = lib.parent / ".event-time-read.sha256"
@@ -88,7 +87,7 @@ def build_event_time_read(lib: Path) -> Path:
             for path in sorted(Path(classes).rglob("*.class")):
                 zf.write(path, path.relative_to(classes).as_posix())
             for path in services:
-                zf.write(path, path.relative_to(sources_dir).as_posix())
+                zf.write(path, path.relative_to(JAVA_SOURCES).as_posix())
     stamp.write_text(digest)
     return jar
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from market import config, kafka_security
 from market.kafka_security import KafkaSecurity
+from market.settings import BOOTSTRAP_SERVERS
 from runners.local import fetch, paths, process, prereqs
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ def sasl_security(broker: Broker = DEFAULT) -> KafkaSecurity:
         # Created private before the secret is written into it.
         fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(f"{config.ENV_BOOTSTRAP_SERVERS}={broker.sasl_bootstrap}\n"
+            handle.write(f"{BOOTSTRAP_SERVERS.env}={broker.sasl_bootstrap}\n"
                          f"{kafka_security.ENV['security_protocol']}={kafka_security.SASL_PLAINTEXT}\n"
                          f"{kafka_security.ENV['sasl_mechanism']}={SASL_MECHANISM}\n"
                          f"{kafka_security.ENV['sasl_username']}={SASL_USER}\n"

@@ -12,6 +12,7 @@ import sys
 import urllib.request
 
 from market import config
+from market.settings import BOOTSTRAP_SERVERS
 from runners.local import kafka, paths, process
 from runners.wait import wait_until
 
@@ -37,7 +38,7 @@ def _python() -> str:
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault(config.ENV_BOOTSTRAP_SERVERS, f"{kafka.HOST}:{kafka.PORT}")
+    env.setdefault(BOOTSTRAP_SERVERS.env, f"{kafka.HOST}:{kafka.PORT}")
     env["PYTHONPATH"] = str(paths.PROJECT_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from market import config
+from market.settings import BOOTSTRAP_SERVERS
 from tests.conftest import missing_prerequisite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +150,7 @@ def test_kafka_runs_kraft_with_a_health_check_and_its_data_in_a_volume(compose, 
 def test_every_kafka_client_uses_the_advertised_internal_listener(services):
     host, port = kafka_listeners(services)["PLAINTEXT"]
     for name in PROJECT_SERVICES:
-        assert services[name]["environment"][config.ENV_BOOTSTRAP_SERVERS] == f"{host}:{port}", name
+        assert services[name]["environment"][BOOTSTRAP_SERVERS.env] == f"{host}:{port}", name
     assert f"--bootstrap-server {host}:{port}" in services["kafka-topics"]["command"][0]
 
 
@@ -260,7 +261,7 @@ def serving_env_names() -> set[str]:
 
 def test_every_variable_a_project_service_sets_is_read_by_its_code(services):
     readers = {"producer": producer_env_names(), "serving": serving_env_names(),
-               "pipeline-submitter": {config.ENV_BOOTSTRAP_SERVERS}}
+               "pipeline-submitter": {BOOTSTRAP_SERVERS.env}}
     for name, known in readers.items():
         unknown = set(services[name].get("environment", {})) - known
         assert not unknown, f"{name} sets variables its code never reads: {sorted(unknown)}"
@@ -272,7 +273,7 @@ def test_producer_environment_takes_effect(services, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     args = cli.build_parser().parse_args([])
-    assert args.bootstrap_servers == env[config.ENV_BOOTSTRAP_SERVERS]
+    assert args.bootstrap_servers == env[BOOTSTRAP_SERVERS.env]
     by_env = {setting.env: setting for setting in (*cli.KAFKA, *cli.SOURCE, *cli.FAULTS)}
     for key, value in env.items():
         assert getattr(args, by_env[key].name) == by_env[key].parse(value), key
@@ -292,8 +293,8 @@ def test_pipeline_reads_its_broker_from_the_environment(services, monkeypatch):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.options import MarketOptions
-    bootstrap = services["pipeline-submitter"]["environment"][config.ENV_BOOTSTRAP_SERVERS]
-    monkeypatch.setenv(config.ENV_BOOTSTRAP_SERVERS, bootstrap)
+    bootstrap = services["pipeline-submitter"]["environment"][BOOTSTRAP_SERVERS.env]
+    monkeypatch.setenv(BOOTSTRAP_SERVERS.env, bootstrap)
     assert PipelineOptions([]).view_as(MarketOptions).bootstrap_servers == bootstrap
 
 

@@ -144,7 +144,7 @@ def test_every_setting_is_named_by_one_rule() -> None:
     for s in every:
         # A name declared twice must be the same declaration: same default, type, meaning.
         assert by_name.setdefault(s.name, s) is s or by_name[s.name] == s, s.name
-    assert ms.BOOTSTRAP_SERVERS.env == config.ENV_BOOTSTRAP_SERVERS
+    assert ms.BOOTSTRAP_SERVERS.env == "KAFKA_BOOTSTRAP_SERVERS"   # DESIGN.md §9
     assert kafka_security.ENV == {"security_protocol": "KAFKA_SECURITY_PROTOCOL",
                                   "sasl_mechanism": "KAFKA_SASL_MECHANISM",
                                   "sasl_username": "KAFKA_SASL_USERNAME",

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer
 
 from market import codec, config, kafka_security
 from market.kafka_security import KafkaSecurity
+from market.settings import BOOTSTRAP_SERVERS
 from pipelines import preflight
 from pipelines.options import MarketOptions
 from runners.local import kafka, paths, process
@@ -65,7 +66,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka.Brok
 def security_env(security: KafkaSecurity, bootstrap: str) -> dict[str, str]:
     """The environment a user sets for the parts: DESIGN.md §9 and §10 variables."""
     env = {k: v for k, v in os.environ.items() if k not in kafka_security.ENV.values()}
-    env[config.ENV_BOOTSTRAP_SERVERS] = bootstrap
+    env[BOOTSTRAP_SERVERS.env] = bootstrap
     values = {"security_protocol": security.protocol, "sasl_mechanism": security.mechanism,
               "sasl_username": security.username, "sasl_password": security.password}
     for name, value in values.items():
