@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
-from market import codec, config, kafka_security
+from market import codec, kafka_security
 from market.kafka_security import KafkaSecurity
 from market.settings import BOOTSTRAP_SERVERS
 from pipelines import preflight
