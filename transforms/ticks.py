@@ -217,7 +217,11 @@ class ParseTickFn(beam.DoFn):
                     batch[0] = timestamp
                 # The earliest source watermark of the batches merged here:
                 # a tick is never judged against a watermark read after it.
-                if watermark is not None and (batch[1] is None or watermark < batch[1]):
+                # None (read before the source reported any watermark, or a
+                # source that carries none) is the earliest of all: a
+                # reader's first batch of a backlog, merged with its second,
+                # would otherwise be judged by the watermark read after it.
+                if batch[1] is not None and (watermark is None or watermark < batch[1]):
                     batch[1] = watermark
             batch[2].append((price, volume, timestamp, seq, source, key, value))
             return None

@@ -75,8 +75,14 @@ class PipelineProcess:
         return process.descendants(self.proc.pid) if self.proc is not None else []
 
     def tail(self, lines: int = 60) -> str:
+        """The log's last `lines` lines; of a Java stack trace only its first lines, the exception."""
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        kept, frames = [], 0
+        for line in text.splitlines():
+            frames = frames + 1 if "\tat " in line or "\t... " in line else 0
+            if frames <= 3:
+                kept.append(line)
+        return "\n".join(kept[-lines:])
 
     def __enter__(self) -> "PipelineProcess":
         return self.start()

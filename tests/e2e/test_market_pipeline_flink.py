@@ -14,6 +14,7 @@ must still close (idle partitions advance the watermark, apache/beam#20908).
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import orjson
 import pytest
@@ -154,8 +155,11 @@ def test_market_pipeline_on_embedded_flink(kafka_bootstrap, flink_jars, topics, 
                            for key, want in want_bars.items()
                            if key not in got or not got[key]["is_final"]
                            or got[key]["tick_count"] != want["tick_count"]}
+                reasons = Counter(letter["reason"] for _, letter in dead_letters)
                 raise AssertionError(
-                    f"outputs incomplete: {len(dead_letters)}/{len(expected.dead_letters)} dead letters, "
+                    f"outputs incomplete: {len(dead_letters)}/{len(expected.dead_letters)} dead letters "
+                    f"{dict(reasons)}, one detail per reason "
+                    f"{ {letter['reason']: letter['detail'] for _, letter in reversed(dead_letters)} }, "
                     f"bars (got tick_count, pane, want tick_count) {missing}; "
                     f"pipeline log:\n{pipeline.tail(15)}")
             time.sleep(3)   # anything after completion would be a stray duplicate

@@ -158,6 +158,31 @@ def batch(values: list, watermark_ms: int, keys: list | None = None) -> Timestam
                                         list(range(n)), watermark_ms), at(watermark_ms))
 
 
+def test_a_backlog_read_before_any_watermark_is_not_judged_by_the_next_batch():
+    # A reader starting on a backlog (a pipeline started after its producer):
+    # its first batch goes out before it has reported any watermark, the
+    # second carries the watermark reported after the first, minutes past
+    # the backlog's oldest windows. Both land in one bundle; the first
+    # batch's ticks are on time and must end in bars, not in `late` dead
+    # letters (they once did, in CI: the merged batch took the later
+    # watermark).
+    backlog = [record("WARM", 50.0 + i, T0 + i * 20_000, i).value for i in range(9)]   # 3 minutes
+    then = [record("WARM", 60.0, T0 + 3 * MINUTE + 1_000, 9).value]
+    first = TimestampedValue(RecordBatch(backlog, [None] * 9, "raw_stock_ticks", [0] * 9, list(range(9)), None),
+                             at(T0))
+    second = TimestampedValue(RecordBatch(then, [None], "raw_stock_ticks", [0], [9], T0 + 3 * MINUTE - 1_000),
+                              at(T0 + 3 * MINUTE - 1_000))
+    stream = (TestStream()
+              .advance_watermark_to(at(T0))
+              .add_elements([first, second])
+              .advance_watermark_to(at(T0 + 5 * MINUTE))
+              .advance_watermark_to_infinity())
+    out = run(stream, bars_and_dead_letters(early_firing_s=0))
+    assert out["dead"] == []
+    assert sorted(((b["window_start"] - T0) // MINUTE, b["tick_count"]) for b in out["bars"]
+                  if b["is_final"]) == [(0, 3), (1, 3), (2, 3), (3, 1)]
+
+
 def test_too_late_first_tick_of_an_unseen_symbol_is_a_late_dead_letter():
     # The source's watermark says the new symbol's first tick is past its
     # window's lateness: a dead letter with the original key and text, and
