@@ -74,3 +74,45 @@ def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
                 future.result()
             except Exception:  # deletion is best effort; the topic names are unique
                 pass
+
+
+@pytest.fixture
+def beam_services_end_with_test() -> Iterator[None]:
+    """The job server and expansion service JVMs a test's in-process pipeline starts end with the test.
+
+    Beam stops them only when the interpreter exits: they would hold memory
+    and CPU through the rest of the run. Found by pid (children of pytest new
+    since the test began), not by name.
+
+    Beam also shares a started service between the pipelines of one process
+    (apache_beam.utils.subprocess_server.SubprocessServer's cache, keyed by
+    command line): an entry ended behind its back would be handed to the next
+    test as a dead process ("Service failed to start up with error 143"). So
+    each ended service is waited for, however long its JVM takes to exit
+    after SIGTERM, and dropped from that cache.
+    """
+    from runners.local import process
+
+    before = set(process.descendants(os.getpid()))
+    yield
+    ended = process.terminate([pid for pid in process.descendants(os.getpid()) if pid not in before])
+    _forget_beam_services(set(ended))
+
+
+def _forget_beam_services(pids: set[int]) -> None:
+    import subprocess
+
+    from apache_beam.utils.subprocess_server import SubprocessServer
+
+    cache = SubprocessServer._cache
+    with cache._lock:
+        for key, entry in list(cache._cache.items()):
+            started, _ = entry.obj
+            if started is None or (started.pid not in pids and started.poll() is None):
+                continue
+            try:
+                started.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                started.kill()
+                started.wait()
+            del cache._cache[key]

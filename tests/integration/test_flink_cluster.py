@@ -10,7 +10,6 @@ and cancels it through Flink, as one stops a streaming job on a cluster.
 """
 from __future__ import annotations
 
-import os
 import time
 import typing
 import uuid
@@ -25,10 +24,10 @@ from confluent_kafka import Consumer, Producer
 from market import codec
 from runners.flink_cluster import cluster, distribution
 from runners.local import beam as local_beam
-from runners.local import process
 from tests.conftest import missing_prerequisite
 
-pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e,
+              pytest.mark.usefixtures("beam_services_end_with_test")]
 
 FLINK_MASTER = "localhost:8081"
 
@@ -47,39 +46,6 @@ def flink_cluster(flink_jars) -> Iterator[None]:
     finally:
         if started_here:
             cluster.stop()
-
-
-@pytest.fixture(autouse=True)
-def no_job_server_left() -> Iterator[None]:
-    """The job server JVM a test's FlinkRunner starts (a child of pytest) ends with the test.
-
-    Beam stops it only when the interpreter exits: it would use CPU through
-    the rest of the pytest run. Found by pid (children new since the test
-    began), not by name. The cluster itself comes from the module fixture.
-    """
-    before = set(process.descendants(os.getpid()))
-    yield
-    process.terminate([pid for pid in process.descendants(os.getpid()) if pid not in before])
-    forget_dead_services()
-
-
-def forget_dead_services() -> None:
-    """Drop the services just ended from Beam's cache of started services.
-
-    Beam shares a started job server or expansion service between pipelines
-    of one process (apache_beam.utils.subprocess_server.SubprocessServer's
-    cache, keyed by command). Ended behind its back, a cached entry would be
-    handed to the next test in this pytest process as a dead process
-    ("Service failed to start up with error 0").
-    """
-    from apache_beam.utils.subprocess_server import SubprocessServer
-
-    cache = SubprocessServer._cache
-    with cache._lock:
-        for key, entry in list(cache._cache.items()):
-            started, _ = entry.obj
-            if started is not None and started.poll() is not None:
-                del cache._cache[key]
 
 
 def shout(record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:

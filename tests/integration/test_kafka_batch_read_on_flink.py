@@ -24,7 +24,8 @@ from pipelines import kafka_io
 from runners.local import beam as local_beam
 from transforms import RecordBatch
 
-pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
+pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e,
+              pytest.mark.usefixtures("beam_services_end_with_test")]
 
 PARTITIONS = 3
 RECORDS = 3000

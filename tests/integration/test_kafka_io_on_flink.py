@@ -17,7 +17,8 @@ from confluent_kafka import Consumer, Producer
 
 from runners.local import beam as local_beam
 
-pytestmark = [pytest.mark.integration, pytest.mark.flink]
+pytestmark = [pytest.mark.integration, pytest.mark.flink,
+              pytest.mark.usefixtures("beam_services_end_with_test")]
 
 
 def shout(record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
