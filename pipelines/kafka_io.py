@@ -131,6 +131,10 @@ class ReadTicksFromKafka(beam.PTransform):
             "bootstrap.servers": bootstrap_servers,
             "group.id": consumer_group,
             "auto.offset.reset": start_offset,
+            # Offsets are committed when a checkpoint is finalized (commit_offset_in_finalize),
+            # so `--no_resume` continues from what a checkpoint covered. The client's
+            # auto-commit would commit what was only polled, every 5 s, ahead of any checkpoint.
+            "enable.auto.commit": "false",
             # Only read committed records of transactional producers.
             "isolation.level": "read_committed",
             # DESIGN.md §10: the Java client's security keys.

@@ -57,7 +57,7 @@ class Collector:
         self.dead_letters: list[tuple[bytes | None, dict]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-{topics.ticks}",
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"collect-{topics.ticks}",
                                    "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         self._consumer.subscribe([topics.trends, topics.alerts, topics.dlq])
         self._thread = threading.Thread(target=self._run, daemon=True)

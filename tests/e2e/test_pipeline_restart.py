@@ -15,7 +15,7 @@ from collections import Counter
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from runners.local import flink as local_flink
 from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars, publish_for
@@ -55,6 +55,17 @@ def test_killed_pipeline_resumes_from_checkpoint(kafka_bootstrap, flink_jars, to
             first.kill(signal.SIGKILL)
         resumed_from = local_flink.latest_checkpoint(checkpoints)
         assert resumed_from is not None
+        # The consumer group's offsets moved with the checkpoints (what
+        # `--no_resume` continues from, docs/deployment.md), and never past
+        # what was published.
+        published_so_far = len(script.batches)
+        group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"restart-{topics.ticks}"})
+        try:
+            committed = group.committed([TopicPartition(topics.ticks, p) for p in range(3)], timeout=30)
+        finally:
+            group.close()
+        offsets = [max(tp.offset, 0) for tp in committed]
+        assert 0 < sum(offsets) <= published_so_far, committed
 
         publish_for(script, walk, SYMBOLS, 8)            # published while no pipeline runs
         bars_before = len(collector.snapshot()[0])

@@ -18,7 +18,7 @@ import typing
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 
 from pipelines import kafka_io
 from runners.local import beam as local_beam
@@ -108,6 +108,15 @@ def test_every_record_once_through_batches(kafka_bootstrap, flink_jars, make_top
             msg = consumer.poll(0.5)
             if msg is not None and not msg.error():
                 reports.append(json.loads(msg.value()))
+        # No checkpoint completes in this job (checkpointing is off), so the
+        # group has no committed offset: the read commits only at checkpoints,
+        # never what it merely polled (the client's auto-commit, every 5 s).
+        group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"batch-read-{source}"})
+        try:
+            committed = group.committed([TopicPartition(source, p) for p in range(PARTITIONS)], timeout=30)
+        finally:
+            group.close()
+        assert [tp.offset for tp in committed] == [OFFSET_INVALID] * PARTITIONS, committed
     finally:
         consumer.close()
         result.cancel()
