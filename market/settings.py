@@ -59,11 +59,11 @@ class Setting:
     parser default, so a password from the environment shows neither in --help nor in the
     pipeline options shipped to the runner."""
     switch: bool = False
+    """A flag without a value and without an environment variable (a one-off decision, e.g.
+    --no_resume, that must not stick to every automatic restart)."""
     flag_only: bool = False
     """Read from its flag alone: for names a shell may export with another meaning (tcsh exports
     HOST, the machine's name, on which a development server must not open itself)."""
-    """A flag without a value and without an environment variable (a one-off decision, e.g.
-    --no_resume, that must not stick to every automatic restart)."""
 
     @property
     def flag(self) -> str:

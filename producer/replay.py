@@ -41,6 +41,7 @@ def parse_timestamp(text: str) -> int:
 
 # ASCII only: str.isdigit() and int() also take "²", "١٢" or "1_000", which
 # are no numbers a tick's JSON could carry (and int("²") raised mid-replay).
+_DIGITS = re.compile(r"[0-9]+")
 _INTEGER = re.compile(r"-?[0-9]+")
 _NUMBER = re.compile(r"-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
@@ -72,7 +73,7 @@ def parse_row(row: dict[str, str | None]) -> dict[str, Any]:
                               "volume": volume, "timestamp": _timestamp_value(row["timestamp"])}  # type: ignore[arg-type]
     seq_text = (row.get("seq") or "").strip()
     if seq_text:
-        if not _INTEGER.fullmatch(seq_text) or seq_text.startswith("-"):
+        if not _DIGITS.fullmatch(seq_text):
             raise BadRow(f"seq {seq_text!r} is not a non-negative integer")
         fields["seq"] = int(seq_text)
     # The pipeline's validator (market/ticks.py): a row replayed is a tick the pipeline accepts.

@@ -53,6 +53,18 @@ def flink_jars() -> None:
             missing_prerequisite(f"{jar} is missing: run `python -m runners.local fetch`")
 
 
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
+    """The next offset `group` has committed on each partition of `topic`; -1001 where none."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=30)
+    finally:
+        consumer.close()
+    return [tp.offset for tp in committed]
+
+
 @pytest.fixture
 def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """Factory for fresh, uniquely named topics; deleted after the test."""

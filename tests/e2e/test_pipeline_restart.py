@@ -15,9 +15,10 @@ from collections import Counter
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from runners.local import flink as local_flink
+from tests.conftest import committed_offsets
 from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars, publish_for
 from tests.e2e.pipeline_process import PipelineProcess
 
@@ -59,13 +60,8 @@ def test_killed_pipeline_resumes_from_checkpoint(kafka_bootstrap, flink_jars, to
         # `--no_resume` continues from, docs/deployment.md), and never past
         # what was published.
         published_so_far = len(script.batches)
-        group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"restart-{topics.ticks}"})
-        try:
-            committed = group.committed([TopicPartition(topics.ticks, p) for p in range(3)], timeout=30)
-        finally:
-            group.close()
-        offsets = [max(tp.offset, 0) for tp in committed]
-        assert 0 < sum(offsets) <= published_so_far, committed
+        committed = committed_offsets(kafka_bootstrap, f"restart-{topics.ticks}", topics.ticks, 3)
+        assert 0 < sum(max(offset, 0) for offset in committed) <= published_so_far, committed
 
         publish_for(script, walk, SYMBOLS, 8)            # published while no pipeline runs
         bars_before = len(collector.snapshot()[0])

@@ -18,10 +18,11 @@ import typing
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, Producer
 
 from pipelines import kafka_io
 from runners.local import beam as local_beam
+from tests.conftest import committed_offsets
 from transforms import RecordBatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e,
@@ -111,12 +112,8 @@ def test_every_record_once_through_batches(kafka_bootstrap, flink_jars, make_top
         # No checkpoint completes in this job (checkpointing is off), so the
         # group has no committed offset: the read commits only at checkpoints,
         # never what it merely polled (the client's auto-commit, every 5 s).
-        group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"batch-read-{source}"})
-        try:
-            committed = group.committed([TopicPartition(source, p) for p in range(PARTITIONS)], timeout=30)
-        finally:
-            group.close()
-        assert [tp.offset for tp in committed] == [OFFSET_INVALID] * PARTITIONS, committed
+        committed = committed_offsets(kafka_bootstrap, f"batch-read-{source}", source, PARTITIONS)
+        assert committed == [OFFSET_INVALID] * PARTITIONS, committed
     finally:
         consumer.close()
         result.cancel()
