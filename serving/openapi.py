@@ -5,12 +5,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from market import config as mc
-from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, PANES, TRENDS
+from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, MAX_EVENT_MS, PANES, TRENDS
 from serving import params
 
 _NUM = {"type": "number"}
 _NUM_NULL = {"type": ["number", "null"]}
 _INT = {"type": "integer"}
+_EPOCH_NULL = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_EVENT_MS}
 _SYMBOL = {"type": "string", "pattern": f"^{params.SYMBOL_PATTERN}$", "minLength": 1, "maxLength": 16}
 
 
@@ -24,6 +25,8 @@ def _bar_schema() -> dict[str, Any]:
         "log_return": _NUM_NULL, "return_zscore": _NUM_NULL, "volume_ratio": _NUM_NULL,
         "sma_fast": _NUM_NULL, "sma_slow": _NUM_NULL, "trend": {"type": "string", "enum": list(TRENDS)},
         "anomalies": {"type": "array", "items": {"type": "string", "enum": list(ALERT_TYPES)}},
+        # null on bars from a pipeline older than these fields (serving fills them in).
+        "last_tick_ms": _EPOCH_NULL, "emitted_at": _EPOCH_NULL,
     })
     # serving stores only complete bars (serving/records.py), so every field is there.
     return {"type": "object", "properties": props, "required": list(BAR_FIELDS)}

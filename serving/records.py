@@ -74,6 +74,12 @@ def _epoch_ms(value: Any) -> str | None:
     return None if MIN_EVENT_MS <= value <= MAX_EVENT_MS else "is outside the years 2000-2100"
 
 
+def _epoch_ms_or_null(value: Any) -> str | None:
+    # The pipeline's wall clock or a tick's event time: any non-negative epoch ms.
+    return None if value is None or (_is_int(value) and 0 <= value <= MAX_EVENT_MS) else \
+        f"must be null or an integer epoch ms 0..{MAX_EVENT_MS}"
+
+
 def _count(value: Any) -> str | None:
     return None if _is_int(value) and value >= 0 else "must be a non-negative integer"
 
@@ -119,7 +125,10 @@ BAR_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "log_return": _number_or_null, "return_zscore": _number_or_null, "volume_ratio": _number_or_null,
     "sma_fast": _number_or_null, "sma_slow": _number_or_null, "trend": _one_of(TRENDS),
     "anomalies": _anomalies,
+    "last_tick_ms": _epoch_ms_or_null, "emitted_at": _epoch_ms_or_null,
 }
+# Fields a bar from an older pipeline lacks: accepted as null while the pipeline changes over.
+BAR_OPTIONAL = frozenset({"last_tick_ms", "emitted_at"})
 
 # DESIGN.md §5.
 ALERT_CHECKS: dict[str, Callable[[Any], str | None]] = {
@@ -155,14 +164,17 @@ def _check_extra(name: str, value: Any) -> None:
         raise MalformedRecord(REASON_INVALID_FIELD, f"{name} holds a {type(item).__name__}")
 
 
-def _check(record: Any, checks: dict[str, Callable[[Any], str | None]], what: str) -> Record:
+def _check(record: Any, checks: dict[str, Callable[[Any], str | None]], what: str,
+           optional: frozenset[str] = frozenset()) -> Record:
     if not isinstance(record, dict):
         raise MalformedRecord(REASON_NOT_AN_OBJECT, f"{what} is not a JSON object")
     if len(record) > MAX_FIELDS:
         raise MalformedRecord(REASON_TOO_LARGE, f"{what} has {len(record)} fields (at most {MAX_FIELDS})")
     for name, check in checks.items():
         if name not in record:
-            raise MalformedRecord(REASON_MISSING_FIELD, f"{what} has no {name}")
+            if name not in optional:
+                raise MalformedRecord(REASON_MISSING_FIELD, f"{what} has no {name}")
+            record[name] = None
         problem = check(record[name])
         if problem is not None:
             raise MalformedRecord(REASON_INVALID_FIELD, f"{what} field {name} {problem}")
@@ -177,8 +189,11 @@ def _check(record: Any, checks: dict[str, Callable[[Any], str | None]], what: st
 
 
 def check_bar(record: Any) -> Record:
-    """`record` if it is a complete, well-typed bar (DESIGN.md §4); raises MalformedRecord otherwise."""
-    return _check(record, BAR_CHECKS, "bar")
+    """`record` if it is a complete, well-typed bar (DESIGN.md §4); raises MalformedRecord otherwise.
+
+    A bar without `last_tick_ms` / `emitted_at` (an older pipeline) gets them as null, in place.
+    """
+    return _check(record, BAR_CHECKS, "bar", BAR_OPTIONAL)
 
 
 def check_alert(record: Any) -> Record:

@@ -26,6 +26,7 @@ def bar(symbol: str = "AAPL", minute: int = 0, close: float = 100.0, pane_index:
         "is_final": pane_index > 0, "log_return": None if minute == 0 else math.log(1.001),
         "return_zscore": None, "volume_ratio": None, "sma_fast": close, "sma_slow": close,
         "trend": "flat", "anomalies": [],
+        "last_tick_ms": start + MINUTE_MS - 1_500, "emitted_at": start + MINUTE_MS + 2_000,
     }
     out.update(overrides)
     assert tuple(out)[:len(BAR_FIELDS)] == BAR_FIELDS

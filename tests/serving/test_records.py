@@ -65,3 +65,18 @@ def test_deep_nesting_is_rejected_before_encoding_could_fail() -> None:
 def test_the_samples_are_valid() -> None:
     assert check_bar(bar()) and check_alert(alert())
     assert check_bar(bar(pane_index=0, log_return=None, sma_fast=None)) is not None
+
+
+def test_latency_fields_are_epoch_ms_or_null_and_optional_for_an_older_pipeline() -> None:
+    older = {k: v for k, v in bar().items() if k not in ("last_tick_ms", "emitted_at")}
+    checked = decode_record(codec.dumps(older), bar=True)
+    assert checked["last_tick_ms"] is None and checked["emitted_at"] is None
+    assert decode_record(codec.dumps(bar(last_tick_ms=None, emitted_at=0)), bar=True)["emitted_at"] == 0
+    for bad in (-1, 1.5, True, "1764063000000", [1], 2**63):
+        for field in ("last_tick_ms", "emitted_at"):
+            try:
+                decode_record(codec.dumps(bar(**{field: bad})), bar=True)
+            except MalformedRecord as exc:
+                assert exc.reason == "invalid_field" and field in str(exc)
+            else:
+                raise AssertionError(f"{field}={bad!r} was accepted")
