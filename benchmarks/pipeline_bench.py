@@ -36,10 +36,8 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.e2e.live import TopicSet  # noqa: E402
-from tests.e2e.pipeline_process import PipelineProcess  # noqa: E402
+from tests.e2e.live import TopicSet
+from tests.e2e.pipeline_process import PipelineProcess
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
 

@@ -21,12 +21,10 @@ import time
 import uuid
 from itertools import islice
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-
-from market import config, settings  # noqa: E402
-from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, run_producer  # noqa: E402
+from market import config, settings
+from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, run_producer
 
 
 def cpu_s() -> float:
