@@ -26,7 +26,8 @@ from producer.pacing import ReplayPacer
 from producer.publisher import ProducerConfig, ProducerError, run_producer
 from producer.records import MALFORMED_KINDS, Record
 from producer.replay import CsvTicks, parse_timestamp, write_csv
-from producer.simulator import DEFAULT_SYMBOLS, TickSimulator
+from producer.simulator import DEFAULT_SYMBOLS, SymbolSpec, TickSimulator, universe
+from producer.universe import MAX_SYMBOL_COUNT, market_universe
 
 log = logging.getLogger("producer")
 
@@ -48,6 +49,16 @@ def _rate(text: str) -> float:
     value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"a rate per tick is within [0, 1], got {text}")
+    return value
+
+
+def _symbol_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an integer") from None
+    if not 1 <= value <= MAX_SYMBOL_COUNT:
+        raise argparse.ArgumentTypeError(f"the number of symbols is within 1..{MAX_SYMBOL_COUNT:,}, got {text}")
     return value
 
 
@@ -73,8 +84,12 @@ KAFKA: tuple[Setting, ...] = (
 )
 
 SOURCE: tuple[Setting, ...] = (
-    Setting("symbols", ",".join(DEFAULT_SYMBOLS),
-            "comma-separated symbols to simulate; unknown ones get a made-up price level"),
+    Setting("symbols", None, "comma-separated symbols to simulate, most active first with --symbol_count; "
+            f"unknown ones get a made-up price level (default: {len(DEFAULT_SYMBOLS)} well-known ones, "
+            f"{','.join(DEFAULT_SYMBOLS[:3])}...)"),
+    Setting("symbol_count", None, "simulate a whole market of this many symbols (1.."
+            f"{MAX_SYMBOL_COUNT:,}): those of --symbols first (default: the well-known ones), then made-up "
+            "tickers, activity by a Zipf law of rank", type=_symbol_count),
     Setting("rate", config.PRODUCER_RATE, "ticks per second; 0: as fast as possible", type=_non_negative),
     Setting("duration_s", 0.0, "stop after this many seconds; 0: no limit", type=_non_negative),
     Setting("count", 0, "stop after this many simulated or replayed ticks; 0: no limit", type=int),
@@ -145,15 +160,28 @@ def fault_rates(args: argparse.Namespace) -> FaultRates:
                       malformed=malformed, out_of_order_max_s=args.out_of_order_max_s, late_by_s=args.late_by_s)
 
 
-def build_ticks(args: argparse.Namespace) -> Iterable[dict[str, Any]]:
-    """The tick source the flags ask for: a replay file or a seeded simulator."""
+def build_ticks(args: argparse.Namespace) -> CsvTicks | TickSimulator:
+    """The tick source the flags ask for: a replay file or a seeded simulator; ValueError if they conflict."""
     if args.replay:
+        if args.symbol_count:
+            raise ValueError("--symbol_count simulates a market; a --replay sends the file's own symbols")
         return CsvTicks(args.replay)
     start_ms = parse_timestamp(str(args.start_time)) if args.start_time is not None else None
     event_rate = args.event_rate or args.rate or config.PRODUCER_RATE
-    return TickSimulator([s for s in args.symbols.split(",") if s.strip()], seed=args.seed, start_ms=start_ms,
-                         event_rate=event_rate, jump_rate_per_min=args.jump_rate_per_min,
-                         jump_size_pct=args.jump_size_pct, seq_base=args.seq_base)
+    return TickSimulator(symbol_specs(args), seed=args.seed, start_ms=start_ms, event_rate=event_rate,
+                         jump_rate_per_min=args.jump_rate_per_min, jump_size_pct=args.jump_size_pct,
+                         seq_base=args.seq_base)
+
+
+def symbol_specs(args: argparse.Namespace) -> tuple[SymbolSpec, ...]:
+    """The simulated instruments: --symbols, filled up to --symbol_count with made-up ones.
+
+    Raises ValueError if --symbols names more than --symbol_count.
+    """
+    named = [s for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    if args.symbol_count:
+        return market_universe(args.symbol_count, named)
+    return universe(named)
 
 
 def install_signal_handlers(stop: threading.Event) -> Callable[[], None]:
@@ -186,11 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         rates = fault_rates(args)
         if args.seed is None:
             args.seed = int.from_bytes(os.urandom(4), "big")
-        ticks = build_ticks(args)
+        source = build_ticks(args)
         security = kafka_security.from_args(args)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
+    ticks: Iterable[dict[str, Any]] = source
     if args.count:
         ticks = islice(ticks, args.count)
     if args.to_csv:
@@ -211,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = ProducerConfig(bootstrap_servers=args.bootstrap_servers, topic=args.input_topic, compression=args.compression,
                          linger_ms=args.linger_ms, flush_timeout_s=args.flush_timeout_s,
                          broker_timeout_s=args.broker_timeout_s, security=security)
-    what = f"replaying {args.replay}" if args.replay else f"simulating {args.symbols.count(',') + 1} symbols"
+    what = (f"simulating {len(source.specs):,} symbols" if isinstance(source, TickSimulator)
+            else f"replaying {args.replay}")
     pace = f"{rate:g} ticks/s" if rate else f"x{args.replay_speed:g} real time" if pacer else "max rate"
     log.info("%s to %s/%s (%s) at %s (seed %d)", what, cfg.bootstrap_servers, cfg.topic, security.describe(), pace,
              args.seed)
@@ -228,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         restore_signals()
-    if isinstance(ticks, CsvTicks) and ticks.bad_rows:
-        log.warning("%s: %d bad rows skipped", ticks.name, ticks.bad_rows)
+    if isinstance(source, CsvTicks) and source.bad_rows:
+        log.warning("%s: %d bad rows skipped", source.name, source.bad_rows)
     summary = stats.as_dict()
     # The result goes to stdout as one JSON line for scripts; logs go to stderr.
     sys.stdout.write(codec.dumps(summary).decode() + "\n")

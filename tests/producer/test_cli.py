@@ -12,9 +12,12 @@ import pytest
 
 from market import codec
 from producer import ProduceStats, ProducerConfig, ProducerError, create_producer
-from producer.cli import EXIT_BROKER, EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, build_parser, fault_rates, main
+from producer.cli import (
+    EXIT_BROKER, EXIT_OK, EXIT_UNDELIVERED, EXIT_USAGE, build_parser, build_ticks, fault_rates, main,
+)
 from producer.records import MALFORMED_KINDS
 from producer.replay import CsvTicks
+from producer.simulator import DEFAULT_SYMBOLS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +26,7 @@ def test_defaults_follow_the_design() -> None:
     args = build_parser().parse_args([])
     assert args.input_topic == "raw_stock_ticks"
     assert args.rate == 10_000
-    assert len(args.symbols.split(",")) == 20
+    assert [spec.symbol for spec in build_ticks(args).specs] == list(DEFAULT_SYMBOLS)   # the 20 well-known
     assert not fault_rates(args).any
 
 
