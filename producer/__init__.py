@@ -8,6 +8,8 @@ The API the run scripts and end-to-end tests use::
     stats = run_producer(ProducerConfig(topic="raw_stock_ticks"), FaultInjector(ticks, FaultRates(late=0.01)),
                          rate=10_000)
     stats.delivered["late"]   # how many late ticks the broker confirmed
+
+    TickSimulator(market_universe(10_000), seed=7)   # a whole market: the well-known 20, then made-up tickers
 """
 from producer.faults import FaultInjector, FaultRates, malformed_record
 from producer.pacing import ReplayPacer, TokenBucket
@@ -16,10 +18,11 @@ from producer.records import KINDS, MALFORMED_KINDS, VALID_KINDS, Record, tick_r
 from producer.replay import CsvTicks, write_csv
 from producer.simulator import DEFAULT_SYMBOLS, DEFAULT_UNIVERSE, SymbolSpec, TickSimulator
 from producer.stats import ProduceStats
+from producer.universe import MAX_SYMBOL_COUNT, market_universe
 
 __all__ = [
     "CsvTicks", "DEFAULT_SYMBOLS", "DEFAULT_UNIVERSE", "FaultInjector", "FaultRates", "KINDS", "MALFORMED_KINDS",
-    "ProduceStats", "ProducerConfig", "ProducerError", "Record", "ReplayPacer", "SymbolSpec", "TickSimulator",
+    "MAX_SYMBOL_COUNT", "ProduceStats", "ProducerConfig", "ProducerError", "Record", "ReplayPacer", "SymbolSpec", "TickSimulator",
     "TokenBucket", "VALID_KINDS", "check_broker", "create_producer", "kafka_config", "malformed_record",
-    "run_producer", "tick_record", "write_csv",
+    "market_universe", "run_producer", "tick_record", "write_csv",
 ]

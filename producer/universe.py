@@ -114,8 +114,10 @@ def _block(index: int) -> _Block:
     share_class = rng.integers(0, len(_CLASSES), size=_BLOCK)
     z_price, z_vol, z_size = rng.standard_normal((3, _BLOCK))
     crypto = kind < _CRYPTO_SHARE
-    suffixes = np.where(crypto, "-USD", np.where(kind < _CRYPTO_SHARE + _CLASS_SHARE,
-                                                 np.array(_CLASSES)[share_class], ""))
+    share = ~crypto & (kind < _CRYPTO_SHARE + _CLASS_SHARE)
+    suffixes = np.where(crypto, "-USD", np.where(share, np.array(_CLASSES)[share_class], ""))
+    # A crypto base has 3-5 letters (ETH, DOGE), a share class's 1-4 (BRK.B).
+    lengths = np.where(crypto, np.maximum(lengths, 3), np.where(share, np.minimum(lengths, 4), lengths))
     prices = np.round(np.where(crypto, _shifted_lognormal(z_price, _CRYPTO_PRICE),
                                _shifted_lognormal(z_price, _STOCK_PRICE)), 2)
     stock_vol = np.clip(_bounded_lognormal(z_vol, _STOCK_VOL) * (prices / _STOCK_PRICE[1]) ** -0.12,
@@ -133,13 +135,8 @@ def _block(index: int) -> _Block:
 def _longer(word: str, suffix: str, length: int, taken: set[str]) -> str | None:
     """A taken candidate's name with more of its letters, if one is free: a collision renames
     this candidate alone and leaves every later one as it was."""
-    if suffix == "-USD":
-        lengths = range(max(length, 3), 6)
-    elif suffix:
-        lengths = range(min(length, 4), 5)
-    else:
-        lengths = range(length, 6)
-    for n in lengths:
+    longest = 4 if suffix in _CLASSES else 5
+    for n in range(length + 1, longest + 1):
         name = word[:n] + suffix
         if name not in taken:
             return name

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import statistics
+from collections import Counter, defaultdict
 from itertools import islice
 
 import pytest
 
 from market import codec
-from producer.simulator import DEFAULT_SYMBOLS, TickSimulator, universe
+from producer.simulator import DEFAULT_SYMBOLS, DEFAULT_UNIVERSE, TRADING_YEAR_S, SymbolSpec, TickSimulator, universe
+from producer.universe import market_universe
 from tests.producer.reference import classify
 
 START_MS = 1_764_063_000_000  # 2025-11-25T09:30:00Z
@@ -121,3 +123,79 @@ def test_unknown_symbols_get_a_stable_price_level() -> None:
     assert 10 <= first[0].price < 500
     with pytest.raises(ValueError):
         universe(["AAPL", "aapl"])
+
+
+def normalised_returns(ticks: list[dict], specs) -> dict[str, list[float]]:
+    """Per symbol, ln(p / previous p) / (sigma * sqrt(dt)) of each tick, from its start price at START_MS."""
+    sigma = {spec.symbol: spec.annual_vol / math.sqrt(TRADING_YEAR_S) for spec in specs}
+    last = {spec.symbol: (spec.price, START_MS) for spec in specs}
+    out: dict[str, list[float]] = defaultdict(list)
+    for tick in ticks:
+        symbol = tick["symbol"]
+        price, when = last[symbol]
+        if tick["timestamp"] > when:
+            dt_s = (tick["timestamp"] - when) / 1000.0
+            out[symbol].append(math.log(tick["price"] / price) / (sigma[symbol] * math.sqrt(dt_s)))
+            last[symbol] = (tick["price"], tick["timestamp"])
+    return out
+
+
+def test_each_symbol_moves_with_its_own_volatility() -> None:
+    # Prices of 10,000 make the cent negligible; without jumps a tick's log
+    # return over dt seconds is N(0, sigma^2 dt), whatever the other symbols do.
+    specs = [spec._replace(price=10_000.0) for spec in DEFAULT_UNIVERSE]
+    returns = normalised_returns(take(100_000, symbols=specs, seed=10, event_rate=10, jump_rate_per_min=0), specs)
+    assert set(returns) == set(DEFAULT_SYMBOLS)
+    for symbol, values in returns.items():
+        assert abs(statistics.pstdev(values) - 1.0) < 0.06, symbol
+        assert abs(statistics.fmean(values)) < 0.1, symbol
+
+
+def test_a_whole_market_keeps_every_symbols_path_across_blocks() -> None:
+    # 2,000 symbols with volatilities from 10 % to 100 %, most of them ticking
+    # a few times per block of 4,096: each tick continues its symbol's path.
+    specs = market_universe(2_000)
+    specs = [spec._replace(price=10_000.0, annual_vol=0.1 + 0.9 * (i % 10) / 9) for i, spec in enumerate(specs)]
+    returns = normalised_returns(take(200_000, symbols=specs, seed=11, event_rate=20, jump_rate_per_min=0), specs)
+    pooled = [value for values in returns.values() for value in values]
+    assert len(returns) > 1_900
+    assert abs(statistics.pstdev(pooled) - 1.0) < 0.02
+    tail = [value for spec in specs[1_000:] for value in returns.get(spec.symbol, [])]   # long gaps between ticks
+    assert abs(statistics.pstdev(tail) - 1.0) < 0.05
+
+
+def test_symbols_are_drawn_by_weight() -> None:
+    specs = [SymbolSpec(name, 100.0, 0.2, weight) for name, weight in (("NONE", 0.0), ("A", 1.0), ("B", 3.0),
+                                                                        ("C", 6.0))]
+    counts = Counter(tick["symbol"] for tick in take(200_000, symbols=specs, seed=12))
+    assert counts["NONE"] == 0
+    for name, share in (("A", 0.1), ("B", 0.3), ("C", 0.6)):
+        assert abs(counts[name] / 200_000 - share) < 0.006, counts
+
+
+def test_jumps_across_a_whole_market_are_as_frequent_as_asked_and_show_in_prices() -> None:
+    # 1,000 symbols x 60 simulated minutes x 0.05 jumps/min: about 3,000 jumps,
+    # several per block, each one big move of its symbol and nothing else.
+    specs = market_universe(1_000)
+    sim = TickSimulator(specs, seed=13, start_ms=START_MS, event_rate=100, jump_rate_per_min=0.05, seq_base=0)
+    ticks = list(islice(sim, 100 * 3600))
+    assert abs(sim.jumps - 3_000) < 5 * math.sqrt(3_000), sim.jumps
+    last = {spec.symbol: spec.price for spec in specs}
+    big_moves = 0
+    for tick in ticks:
+        if abs(math.log(tick["price"] / last[tick["symbol"]])) > 0.01:
+            big_moves += 1
+        last[tick["symbol"]] = tick["price"]
+    assert abs(big_moves - sim.jumps) <= 0.01 * sim.jumps
+
+
+def test_ticks_and_jumps_count_what_was_handed_out() -> None:
+    sim = TickSimulator(seed=14, start_ms=START_MS, event_rate=20, jump_rate_per_min=2.0, seq_base=0)
+    counted = []
+    for n in (1, 999, 5_000, 10_000):   # stops inside blocks
+        list(islice(sim, n - sim.ticks))
+        counted.append((sim.ticks, sim.jumps, sim.now_ms))
+    assert [ticks for ticks, _, _ in counted] == [1, 999, 5_000, 10_000]
+    assert [now for _, _, now in counted] == [START_MS + ticks * 50 for ticks, _, _ in counted]
+    jumps = [jumps for _, jumps, _ in counted]
+    assert jumps == sorted(jumps) and jumps[0] <= 1 < jumps[-1]
