@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,67 @@ def test_exit_status_is_one_and_counts_are_logged_when_records_are_lost(
     assert "2 records failed and 3 were not confirmed (delivered 5)" in caplog.text
     summary = codec.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["delivered"], summary["failed"], summary["undelivered"]) == (5, 2, 3)
+
+
+# --- a whole market: --symbol_count ---------------------------------------------
+
+@pytest.mark.parametrize("value", ["0", "-5", "1000001", "many", "2.5"])
+def test_a_bad_symbol_count_is_a_usage_error(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([f"--symbol_count={value}"])
+    assert exit_info.value.code == EXIT_USAGE
+    assert f"--symbol_count: '{value}'" in capsys.readouterr().err
+
+
+def test_a_bad_symbol_count_from_the_environment_names_the_variable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SYMBOL_COUNT", "0")
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([])
+    assert exit_info.value.code == EXIT_USAGE
+    assert "environment variable SYMBOL_COUNT='0'" in capsys.readouterr().err
+    monkeypatch.setenv("SYMBOL_COUNT", "300")
+    assert len(build_ticks(build_parser().parse_args([])).specs) == 300
+
+
+def test_symbol_count_fills_up_after_the_well_known_symbols() -> None:
+    specs = build_ticks(build_parser().parse_args(["--symbol_count", "10000"])).specs
+    assert len(specs) == 10_000 and len({spec.symbol for spec in specs}) == 10_000
+    assert {spec.symbol for spec in specs[:20]} == set(DEFAULT_SYMBOLS)
+    assert specs[0].symbol == "NVDA"   # the most active of them first
+    few = build_ticks(build_parser().parse_args(["--symbol_count", "3"])).specs
+    assert [spec.symbol for spec in few] == ["NVDA", "AAPL", "TSLA"]
+
+
+def test_symbols_name_the_most_active_and_symbol_count_fills_up() -> None:
+    args = build_parser().parse_args(["--symbols", "ZZZ,aapl", "--symbol_count", "50"])
+    specs = build_ticks(args).specs
+    assert [spec.symbol for spec in specs[:2]] == ["ZZZ", "AAPL"] and len(specs) == 50
+    assert "MSFT" not in {spec.symbol for spec in specs}   # made-up names never borrow a well-known one
+    # Exactly as many as named is fine; fewer is an error, not a silent cut.
+    assert len(build_ticks(build_parser().parse_args(["--symbols", "A,B", "--symbol_count", "2"])).specs) == 2
+
+
+def test_fewer_symbols_than_named_or_a_count_with_a_replay_is_a_usage_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert main(["--symbols", "A,B,C", "--symbol_count", "2", "--to_csv", "x.csv", "--count", "5"]) == EXIT_USAGE
+    assert "--symbol_count 2 is fewer than the 3 symbols --symbols names" in caplog.text
+    assert main(["--replay", "x.csv", "--symbol_count", "10"]) == EXIT_USAGE
+    assert "--symbol_count simulates a market" in caplog.text
+
+
+def test_the_command_exits_two_on_a_bad_symbol_count() -> None:
+    result = subprocess.run([sys.executable, "-m", "producer", "--symbol_count", "2000000"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode == EXIT_USAGE
+    assert "the number of symbols is within 1..1,000,000, got 2000000" in result.stderr
+
+
+def test_to_csv_writes_a_whole_market(tmp_path: Path) -> None:
+    path = tmp_path / "market.csv"
+    assert main(["--to_csv", str(path), "--count", "20000", "--seed", "1", "--symbol_count", "1000"]) == EXIT_OK
+    ticks = list(CsvTicks(path))
+    symbols = Counter(tick["symbol"] for tick in ticks)
+    assert len(ticks) == 20_000 and 500 < len(symbols) <= 1_000
+    assert symbols.most_common(1)[0][0] == "NVDA"

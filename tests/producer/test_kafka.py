@@ -179,3 +179,27 @@ def test_a_restarted_producer_never_reuses_a_seq(kafka_bootstrap: str, make_topi
     seen = Counter((tick["symbol"], tick["seq"]) for tick in map(codec.loads, (m.value() for m in messages)))
     repeated = {key: n for key, n in seen.items() if n > 1}
     assert not repeated, f"{len(repeated)} (symbol, seq) pairs sent twice, e.g. {list(repeated)[:3]}"
+
+
+def test_a_whole_market_arrives_keyed_by_symbol_with_every_seq_in_order(
+        kafka_bootstrap: str, make_topic: Callable[..., str], capsys: pytest.CaptureFixture[str]) -> None:
+    topic = make_topic("producer_market", 3)
+    assert main(["--bootstrap_servers", kafka_bootstrap, "--input_topic", topic, "--symbol_count", "10000",
+                 "--seed", "8", "--count", "40000", "--rate", "0", "--start_time", str(START_MS),
+                 "--stats_interval_s", "0"]) == 0
+    summary = codec.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["delivered"] == 40_000
+    messages = consume_all(kafka_bootstrap, topic, 40_000)
+    assert len(messages) == 40_000
+    seqs: dict[str, list[int]] = defaultdict(list)
+    partition_of: dict[bytes, set[int]] = defaultdict(set)
+    for msg in messages:
+        tick = codec.loads(msg.value())
+        assert classify(msg.value()) is None
+        assert msg.key() == tick["symbol"].encode() and msg.timestamp()[1] == tick["timestamp"]
+        partition_of[msg.key()].add(msg.partition())
+        seqs[tick["symbol"]].append(tick["seq"])
+    assert len(seqs) > 4_000                     # thousands of symbols, not the 20 well-known
+    assert all(len(parts) == 1 for parts in partition_of.values())
+    for symbol, values in seqs.items():           # Kafka keeps a key's order: seqs by one, no gap, no repeat
+        assert values == list(range(values[0], values[0] + len(values))), symbol
