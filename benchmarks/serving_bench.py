@@ -9,6 +9,16 @@ broker on fresh, uniquely named topics, then
 Loopback only, bounded loops; topics are deleted at the end.
 
     .venv/bin/python benchmarks/serving_bench.py --clients 100,500,1000
+
+`--universe N` measures instead serving under a whole market live (issue 18):
+N symbols, `--rate` bar versions per second (EARLY panes every second per
+symbol, the ON_TIME pane of every window at its end, as the pipeline emits
+them) for `--seconds`, produced from a process of its own, while REST clients
+poll `/api/v1/trends/latest` and `/api/v1/symbols` and WebSocket clients
+follow "*" or a few named symbols. It prints consumer lag every 10 s, REST
+p50/p99 per route, server CPU per bar version and what the clients received.
+
+    .venv/bin/python benchmarks/serving_bench.py --universe 10000 --rate 10000 --seconds 300
 """
 from __future__ import annotations
 
@@ -16,7 +26,9 @@ import argparse
 import asyncio
 import base64
 import http.client
+import multiprocessing
 import os
+import random
 import resource
 import signal
 import socket
@@ -27,6 +39,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Producer
@@ -70,11 +83,12 @@ def serving_clients(port: int) -> int:
 class Server:
     """gunicorn serving on a free port."""
 
-    def __init__(self, bootstrap: str, trends: str, alerts: str, threads: int, queue_bytes: int) -> None:
+    def __init__(self, bootstrap: str, trends: str, alerts: str, threads: int, queue_bytes: int,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": trends,
                "ALERTS_TOPIC": alerts, "HISTORY_HOURS": "1", "WS_QUEUE_BYTES": str(queue_bytes),
-               "LOG_LEVEL": "WARNING"}
+               "LOG_LEVEL": "WARNING", **(extra_env or {})}
         cmd = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", "1",
                "--threads", str(threads), "--worker-connections", str(2 * threads), "--backlog", "4096",
                "--bind", f"127.0.0.1:{self.port}",
@@ -278,6 +292,277 @@ async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, 
             "client_cpu": client_cpu, "queued": queued, "fanout_ms": fanout_ms}
 
 
+# --- a whole market live (--universe) -------------------------------------------------
+def universe_symbols(n: int) -> list[str]:
+    """`n` made-up tickers, sorted."""
+    return sorted(f"U{i:05d}" for i in range(n))
+
+
+def produce_universe(bootstrap: str, trends: str, symbols: list[str], rate: float, seconds: float,
+                     counter: Any) -> None:
+    """Bar versions of every symbol at `rate` per second for `seconds` (runs in a process of its own).
+
+    Each symbol gets an EARLY pane per pass with the next pane_index of its
+    current 1-minute window; when the minute turns, the window's ON_TIME pane
+    first. `counter` (a shared value) counts what was produced.
+    """
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "batch.num.messages": 10000,
+                         "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
+    rng = random.Random(7)
+    price = {s: rng.uniform(5, 500) for s in symbols}
+    window = {s: 0 for s in symbols}
+    pane = {s: 0 for s in symbols}
+    first = {s: 0.0 for s in symbols}
+    began = time.monotonic()
+    sent = i = 0
+    step = 0.01
+    next_at = began
+    while time.monotonic() - began < seconds:
+        due = int((time.monotonic() - began) * rate) - sent
+        for _ in range(max(0, due)):
+            symbol = symbols[i % len(symbols)]
+            i += 1
+            now_ms = int(time.time() * 1000)
+            start = now_ms - now_ms % 60_000
+            if window[symbol] != start:
+                if window[symbol]:
+                    final = bar(symbol, 0, price[symbol], pane_index=pane[symbol], base_ms=window[symbol],
+                                open=first[symbol], is_final=True, pane="ON_TIME", emitted_at=now_ms)
+                    producer.produce(trends, key=symbol.encode(), value=codec.dumps(final))
+                    sent += 1
+                window[symbol], pane[symbol], first[symbol] = start, 0, price[symbol]
+            price[symbol] *= 1 + rng.gauss(0, 0.002)
+            close = round(price[symbol], 4)
+            version = bar(symbol, 0, close, pane_index=pane[symbol], base_ms=start, open=first[symbol],
+                          high=max(close, first[symbol]), low=min(close, first[symbol]),
+                          change_pct=(close - first[symbol]) / first[symbol] * 100, is_final=False, pane="EARLY",
+                          tick_count=pane[symbol] + 1, last_tick_ms=now_ms - 300, emitted_at=now_ms)
+            pane[symbol] += 1
+            try:
+                producer.produce(trends, key=symbol.encode(), value=codec.dumps(version))
+            except BufferError:
+                producer.poll(0.05)
+                producer.produce(trends, key=symbol.encode(), value=codec.dumps(version))
+            sent += 1
+        producer.poll(0)
+        counter.value = sent
+        next_at += step
+        time.sleep(max(0.0, next_at - time.monotonic()))
+    producer.flush(30)
+    counter.value = sent
+
+
+class CountingClient(asyncio.Protocol):
+    """A WebSocket client that counts the trend messages it receives (no JSON parsing)."""
+
+    def __init__(self, port: int, query: str) -> None:
+        self.port, self.query = port, query
+        self.buffer = b""
+        self.upgraded = False
+        self.trends = 0
+        self.close_code: int | None = None
+        self.closing = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(  # type: ignore[attr-defined]
+            f"GET /ws?{self.query} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buf
+                return
+            self.upgraded, buf = True, buf[end + 4:]
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            opcode, length, head = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, 2
+            if length == 126:
+                if n - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif length == 127:
+                if n - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if n - pos < head + length:
+                break
+            if opcode == 0x1 and buf.startswith(b'{"type":"trend"', pos + head):
+                self.trends += 1
+            elif opcode == 0x8:
+                self.close_code = int.from_bytes(buf[pos + head:pos + head + 2], "big") if length >= 2 else 1005
+            pos += head + length
+        self.buffer = buf[pos:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.close_code is None and not self.closing:
+            self.close_code = 1006
+
+
+def run_ws_clients(port: int, queries: list[str], stop: Any, results: Any) -> None:
+    """Connect one CountingClient per query and keep them reading until `stop` (runs in a process of its own,
+    so its parsing does not compete with the REST pollers for one GIL); puts [(trends, close code)] on `results`."""
+    out: list[CountingClient] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for query in queries:
+            _, proto = await loop.create_connection(lambda q=query: CountingClient(port, q), "127.0.0.1", port)
+            out.append(proto)
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+        for proto in out:
+            proto.closing = True
+            if proto.transport is not None:
+                proto.transport.close()
+    asyncio.run(main())
+    results.put([(c.trends, c.close_code) for c in out])
+
+
+def poll_rest(port: int, path: str, interval: float, stop: threading.Event, out: list[float],
+              errors: list[int]) -> None:
+    """GET `path` on one keep-alive connection every `interval` s until `stop`; latencies into `out`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    while not stop.is_set():
+        started = time.perf_counter()
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        out.append(time.perf_counter() - started)
+        if response.status != 200:
+            errors.append(response.status)
+        stop.wait(max(0.0, interval - (time.perf_counter() - started)))
+    conn.close()
+
+
+def server_share_within(before: dict[str, float], after: dict[str, float], endpoint: str, le: str) -> tuple[float, float]:
+    """(requests, share answered within `le` seconds) of `endpoint` by serving's own histogram, between two scrapes."""
+    def count(series: dict[str, float], bound: str) -> float:
+        return sum(v for k, v in series.items() if k.startswith("serving_request_duration_seconds_bucket{")
+                   and f'endpoint="{endpoint}"' in k and f'le="{bound}"' in k)
+    total = count(after, "+Inf") - count(before, "+Inf")
+    return total, (count(after, le) - count(before, le)) / total if total else float("nan")
+
+
+def trend_lag(series: dict[str, float], topic: str) -> float:
+    """serving_consumer_lag summed over the partitions of `topic`."""
+    return sum(v for k, v in series.items() if k.startswith("serving_consumer_lag{") and f'topic="{topic}"' in k)
+
+
+def bench_universe(args: argparse.Namespace) -> int:
+    """Serving under `--universe` symbols at `--rate` bar versions/s for `--seconds` (see the module doc)."""
+    symbols = universe_symbols(args.universe)
+    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
+    suffix = uuid.uuid4().hex[:8]
+    trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
+    for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
+                                       for t in (trends, alerts)]).values():
+        future.result()
+    producer = Producer({"bootstrap.servers": args.bootstrap_servers, "linger.ms": 5})
+    now_ms = int(time.time() * 1000)
+    previous = now_ms - now_ms % 60_000 - 60_000
+    for symbol in symbols:                  # the last closed minute of every symbol, to replay at start
+        producer.produce(trends, key=symbol.encode(), value=codec.dumps(bar(symbol, 0, 100.0, base_ms=previous)))
+        producer.poll(0)
+    producer.flush(30)
+    ws_queries = ["channel=trends&symbols=*"] * args.ws_all + [
+        "channel=trends&symbols=" + ",".join(random.Random(k).sample(symbols, min(10, len(symbols))))
+        for k in range(args.ws_named)]
+    server = Server(args.bootstrap_servers, trends, alerts, threads=64 + len(ws_queries),
+                    queue_bytes=args.queue_bytes, extra_env=dict(e.split("=", 1) for e in args.server_env))
+    print(f"serving: gunicorn gthread, 1 worker, port {server.port}; {len(symbols)} symbols, "
+          f"{args.rate:g} bar versions/s for {args.seconds:g} s; {args.ws_all} WebSocket clients on \"*\", "
+          f"{args.ws_named} on 10 symbols each; {os.cpu_count()} CPUs shared by server, producer, clients, Kafka; "
+          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    stop = threading.Event()
+    ws_stop, ws_results = multiprocessing.Event(), multiprocessing.Queue()
+    ws_process = multiprocessing.Process(target=run_ws_clients, args=(server.port, ws_queries, ws_stop, ws_results))
+    ws_process.start()
+    clients: list[tuple[int, int | None]] = []
+    latencies: dict[str, list[float]] = {"/api/v1/trends/latest": [], "/api/v1/symbols": []}
+    errors: list[int] = []
+    pollers = [threading.Thread(target=poll_rest, args=(server.port, path, args.rest_interval, stop, out, errors),
+                                daemon=True)
+               for path, out in latencies.items() for _ in range(args.rest_clients)]
+    counter = multiprocessing.Value("q", 0)
+    feeder = multiprocessing.Process(target=produce_universe, args=(args.bootstrap_servers, trends, symbols,
+                                                                  args.rate, args.seconds, counter))
+    try:
+        time.sleep(1)
+        for t in pollers:
+            t.start()
+        before = metric_series(server.port)
+        consumed0 = before.get(f'serving_messages_consumed_total{{topic="{trends}"}}', 0.0)
+        cpu0, began = cpu_seconds(server.worker), time.monotonic()
+        feeder.start()
+        lags: list[tuple[float, float]] = []
+        while feeder.is_alive():
+            feeder.join(10)
+            series = metric_series(server.port)
+            elapsed = time.monotonic() - began
+            lag = trend_lag(series, trends)
+            lags.append((elapsed, lag))
+            consumed = series.get(f'serving_messages_consumed_total{{topic="{trends}"}}', 0.0) - consumed0
+            print(f"  t={elapsed:5.0f} s  produced {counter.value:9d}  consumed {consumed:9.0f}  lag {lag:7.0f}  "
+                  f"server CPU {(cpu_seconds(server.worker) - cpu0) / elapsed * 100:4.0f}%  "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+        produced = counter.value
+        deadline = time.monotonic() + 60     # the tail: until serving has consumed everything produced
+        while time.monotonic() < deadline:
+            series = metric_series(server.port)
+            if series.get(f'serving_messages_consumed_total{{topic="{trends}"}}', 0.0) - consumed0 >= produced:
+                break
+            time.sleep(0.2)
+        elapsed = time.monotonic() - began
+        cpu = cpu_seconds(server.worker) - cpu0
+        final = metric_series(server.port)
+        consumed = series.get(f'serving_messages_consumed_total{{topic="{trends}"}}', 0.0) - consumed0
+    finally:
+        stop.set()
+        ws_stop.set()
+        for t in pollers:
+            t.join(30)
+        try:
+            clients = ws_results.get(timeout=30)
+        except Exception:
+            pass
+        ws_process.join(10)
+        if feeder.is_alive():
+            feeder.terminate()
+        server.stop()
+        for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
+            try:
+                future.result()
+            except Exception:
+                pass
+    steady = [lag for t, lag in lags if t >= 20] or [lag for _, lag in lags]
+    third = max(1, len(steady) // 3)
+    print(f"produced {produced} bar versions in {args.seconds:g} s ({produced / args.seconds:.0f}/s); "
+          f"serving consumed {consumed:.0f}, all within {elapsed - args.seconds:.1f} s after the last")
+    print(f"consumer lag (records, every 10 s): max {max(steady):.0f}, mean of first third "
+          f"{sum(steady[:third]) / third:.0f}, of last third {sum(steady[-third:]) / third:.0f}")
+    print(f"server CPU {cpu:.1f} s = {cpu / max(1.0, consumed) * 1e6:.0f} us per bar version "
+          f"({cpu / elapsed * 100:.0f}% of a core)")
+    for path, values in latencies.items():
+        total, within = server_share_within(before, final, path, "0.05")
+        print(f"REST  {path}: {len(values)} requests, p50 {percentile(values, 0.5) * 1000:.1f} ms, "
+              f"p99 {percentile(values, 0.99) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms (client side); "
+              f"server side {within * 100:.1f}% within 50 ms")
+    print(f"REST  non-200 answers: {len(errors)}")
+    every = [n for n, _ in clients[:args.ws_all]]
+    print(f"WS    '*' clients received {every} trend messages (of {consumed:.0f} consumed); named clients "
+          f"received {sum(n for n, _ in clients[args.ws_all:])} in all; closed by the server: "
+          f"{sorted({code for _, code in clients if code}) or 'none'}")
+    print(f"load average now {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap_servers", default=BOOTSTRAP_SERVERS.value())
@@ -290,7 +575,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rest-seconds", type=float, default=5.0)
     parser.add_argument("--queue_bytes", type=int, default=config.WS_QUEUE_BYTES,
                         help="bytes a WebSocket client may have waiting (serving's WS_QUEUE_BYTES)")
+    parser.add_argument("--universe", type=int, default=0,
+                        help="symbols of a whole market live: measure lag, REST and CPU per bar version instead")
+    parser.add_argument("--seconds", type=float, default=300.0, help="--universe: how long to produce")
+    parser.add_argument("--rest-clients", type=int, default=1, help="--universe: pollers per route")
+    parser.add_argument("--rest-interval", type=float, default=0.1,
+                        help="--universe: seconds between the requests of one poller")
+    parser.add_argument("--ws-all", type=int, default=2, help="--universe: WebSocket clients on \"*\"")
+    parser.add_argument("--ws-named", type=int, default=50,
+                        help="--universe: WebSocket clients on 10 symbols each")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the serving process (repeatable)")
     args = parser.parse_args(argv)
+    if args.universe:
+        if args.rate == 10.0:
+            args.rate = float(args.universe)
+        return bench_universe(args)
     counts = [int(c) for c in args.clients.split(",") if c]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * max(counts) + 256)), hard))

@@ -25,14 +25,15 @@ def _require_ready() -> None:
 def symbols() -> Response:
     """Every symbol with its last close, change and window end, sorted by symbol."""
     _require_ready()
-    return jsonify({"symbols": state().store.symbols()})
+    # Built from the kept encodings once per change, shared by concurrent requests (serving/latest.py).
+    return Response(state().store.board.symbols_json(), mimetype="application/json")
 
 
 @bp.get("/api/v1/trends/latest")
 def trends_latest() -> Response:
     """The latest bar of every symbol."""
     _require_ready()
-    return jsonify({"trends": state().store.latest()})
+    return Response(state().store.board.trends_json(), mimetype="application/json")
 
 
 @bp.get("/api/v1/trends/<path:symbol>")

@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from market import codec
 from serving import protocol
 from serving.metrics import Metrics
 from serving.records import check_alert, check_bar
@@ -36,9 +37,9 @@ CLOSED = "closed"
 EVICTED = "evicted"     # overflow or rate limit: an error message, then a close with a code
 
 
-def text_frame(text: str) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it."""
-    payload = text.encode()
+def text_frame(text: str | bytes) -> bytes:
+    """An unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it (`text` str or UTF-8)."""
+    payload = text.encode() if isinstance(text, str) else text
     n = len(payload)
     if n < 126:
         header = struct.pack("!BB", 0x81, n)
@@ -67,6 +68,10 @@ class Mailbox:
         self.busy = False
         self.partial: bytes | None = None
         self.pending_bytes = 0          # bytes waiting: queued frames and the partial tail
+        # Bytes of one frame larger than the bound (a snapshot of 10,000 symbols
+        # is ~6 MB) not taken yet: not counted against the bound, or every
+        # message after it would overflow. One such frame at a time.
+        self.grace = 0
         self.state: str | None = None   # None while open, else CLOSED or EVICTED
         self.close_code = 1000
         self.close_reason = ""
@@ -85,7 +90,12 @@ class Mailbox:
                 return False
             if (self.busy or self._items or self.partial is not None or self.exclusive_waiting
                     or self.sock is None):
-                if self.pending_bytes and self.pending_bytes + len(frame) > self.max_bytes:
+                counted = self.pending_bytes - self.grace
+                if len(frame) > self.max_bytes:
+                    if self.grace or counted > self.max_bytes:
+                        return False        # a second huge frame behind the first: not keeping up
+                    self.grace = len(frame)
+                elif counted and counted + len(frame) > self.max_bytes:
                     return False
                 self._items.append(frame)
                 self.pending_bytes += len(frame)
@@ -105,6 +115,8 @@ class Mailbox:
             self.busy = False
             if sent < len(frame):
                 self.queued += 1
+                if len(frame) - sent > self.max_bytes and not self.grace:
+                    self.grace = len(frame) - sent
                 if sent:
                     self.partial = frame[sent:]
                 else:
@@ -148,6 +160,7 @@ class Mailbox:
                 self.state, self.close_code, self.close_reason = state, code, reason
             self._items.clear()
             self.pending_bytes = len(self.partial) if self.partial is not None else 0
+            self.grace = 0
             self._cond.notify_all()
 
     def detach(self) -> None:
@@ -169,6 +182,7 @@ class Mailbox:
                         item, self.partial = self.partial, None
                         self.busy = True
                         self.pending_bytes -= len(item)
+                        self.grace = max(0, self.grace - len(item))
                         return item
                     if self.state is not None:
                         raise _Ended(self.state)
@@ -176,6 +190,7 @@ class Mailbox:
                         self.busy = True
                         item = self._items.popleft()
                         self.pending_bytes -= len(item)
+                        self.grace = max(0, self.grace - len(item))
                         return item
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -267,6 +282,8 @@ class Client:
             ch: protocol.Subscription() for ch in protocol.CHANNELS}
         self.budget = MessageBudget(limits.message_rate, limits.message_burst)
         self.heartbeat_seq = 0
+        # What the hub's subscription index holds for this client, per channel: (all, named symbols).
+        self.indexed: dict[str, tuple[bool, frozenset[str]]] = {ch: (False, frozenset()) for ch in protocol.CHANNELS}
 
     def wants(self, channel: str, symbol: str) -> bool:
         """True if this client subscribed to `symbol` on `channel`."""
@@ -281,9 +298,40 @@ class Hub:
         self.metrics = metrics
         self.limits = limits or Limits()
         self._clients: dict[int, Client] = {}
+        # The subscription index: per channel, the clients subscribed to "*"
+        # and, per named symbol, the clients that named it. A message costs
+        # the clients that want it, not a scan of every client (issue 18).
+        self._everyone: dict[str, dict[int, Client]] = {ch: {} for ch in protocol.CHANNELS}
+        self._named: dict[str, dict[str, dict[int, Client]]] = {ch: {} for ch in protocol.CHANNELS}
         # Orders store updates, fan-out and subscriptions. It is not the store's
         # lock, so REST reads never wait for a fan-out to a thousand sockets.
         self._lock = threading.RLock()
+
+    def _reindex(self, client: Client, channel: str, drop: bool = False) -> None:
+        """Bring the index in line with `client`'s subscription of `channel` (or take it out: `drop`)."""
+        was_all, was_named = client.indexed[channel]
+        subscription = client.subscriptions[channel]
+        now_all = subscription.all and not drop
+        # A "*" client gets every symbol through `everyone`; naming one too must not send it twice.
+        now_named = frozenset() if drop or now_all else frozenset(subscription.include)
+        named = self._named[channel]
+        for symbol in was_named - now_named:
+            holders = named.get(symbol)
+            if holders is not None:
+                holders.pop(client.id, None)
+                if not holders:
+                    del named[symbol]
+        for symbol in now_named - was_named:
+            named.setdefault(symbol, {})[client.id] = client
+        if now_all:
+            self._everyone[channel][client.id] = client
+        elif was_all:
+            self._everyone[channel].pop(client.id, None)
+        client.indexed[channel] = (now_all, now_named)
+
+    def _forget(self, client: Client) -> None:
+        for channel in protocol.CHANNELS:
+            self._reindex(client, channel, drop=True)
 
     # --- clients -----------------------------------------------------------
     def new_client(self, sock: socket.socket | None = None) -> Client:
@@ -296,6 +344,8 @@ class Hub:
             if len(self._clients) >= self.limits.max_clients:
                 return False
             self._clients[client.id] = client
+            for channel in protocol.CHANNELS:
+                self._reindex(client, channel)
             self.metrics.ws_clients.set(len(self._clients))
         return True
 
@@ -311,6 +361,7 @@ class Hub:
         client.mailbox.end(CLOSED)
         with self._lock:
             self._clients.pop(client.id, None)
+            self._forget(client)
             self.metrics.ws_clients.set(len(self._clients))
 
     def client_count(self) -> int:
@@ -356,14 +407,19 @@ class Hub:
                     f"at most {self.limits.max_symbols} symbols per channel; subscribe to \"*\" for all"))
                 return
             subscription.add(symbols)
+            if client.id in self._clients:
+                self._reindex(client, channel)
             subscribed = {"type": "subscribed", "channel": channel, "symbols": symbols}
             if not self._send(client, subscribed):
                 return
             wanted = None if protocol.ALL_SYMBOLS in symbols else set(symbols)
             if channel == protocol.CHANNEL_TRENDS:
-                data: list[dict[str, Any]] = self.store.latest(wanted)
-            else:
-                data = self.store.alerts(limit=protocol.ALERT_SNAPSHOT_SIZE, symbols=wanted)
+                # The latest bars as kept encoded: 10,000 symbols cost a join, not 10,000 encodings.
+                parts = self.store.board.encoded(wanted)
+                self._offer(client, text_frame(b'{"type":"snapshot","channel":"trends","data":['
+                                               + b",".join(parts) + b"]}"))
+                return
+            data = self.store.alerts(limit=protocol.ALERT_SNAPSHOT_SIZE, symbols=wanted)
             snapshot = {"type": "snapshot", "channel": channel, "data": data}
             self._send(client, snapshot)
 
@@ -376,6 +432,8 @@ class Hub:
                     f"at most {self.limits.max_symbols} symbols can be excluded from \"*\""))
                 return
             subscription.remove(symbols)
+            if client.id in self._clients:
+                self._reindex(client, channel)
             message = {"type": "unsubscribed", "channel": channel, "symbols": symbols}
             self._send(client, message)
 
@@ -405,11 +463,16 @@ class Hub:
                 try:
                     # Encoded before it is stored: a record that cannot be
                     # encoded must never reach the store that REST reads.
-                    kind = "trend" if channel == protocol.CHANNEL_TRENDS else "alert"
-                    frame = text_frame(protocol.encode({"type": kind, "data": record}))
+                    # Once per record: the same bytes make the frame and, for a
+                    # bar, what REST and snapshots serve as its symbol's latest.
+                    data = codec.dumps(record)
+                    if channel == protocol.CHANNEL_TRENDS:
+                        frame = text_frame(b'{"type":"trend","data":' + data + b"}")
+                        kept = self.store.apply_bar(record, data)
+                    else:
+                        frame = text_frame(b'{"type":"alert","data":' + data + b"}")
+                        kept = self.store.apply_alert(record)
                     symbol = record["symbol"].upper()
-                    kept = (self.store.apply_bar(record) if channel == protocol.CHANNEL_TRENDS
-                            else self.store.apply_alert(record))
                 except Exception as exc:  # one record, whatever is wrong with it, must not stop the batch
                     if on_error is None:
                         log.warning("skipping %s record: %s", channel, exc)
@@ -425,17 +488,33 @@ class Hub:
     def _fan_out(self, fresh: list[tuple[str, str, bytes]]) -> None:
         started = time.perf_counter()
         sent = queued = 0
-        for client in list(self._clients.values()):
-            if len(fresh) == 1:
-                channel, symbol, frame = fresh[0]
-                parts = [frame] if client.wants(channel, symbol) else []
+        wanted: dict[int, tuple[Client, list[bytes]]] = {}
+        for channel, symbol, frame in fresh:
+            for clients in (self._everyone[channel], self._named[channel].get(symbol)):
+                if not clients:
+                    continue
+                for cid, client in clients.items():
+                    if symbol in client.subscriptions[channel].exclude:
+                        continue
+                    entry = wanted.get(cid)
+                    if entry is None:
+                        wanted[cid] = (client, [frame])
+                    else:
+                        entry[1].append(frame)
+        everything: bytes | None = None     # the whole batch, joined once for every client that wants it all
+        for client, parts in wanted.values():
+            if len(parts) == 1:
+                buffer = parts[0]
+            elif len(parts) == len(fresh):
+                if everything is None:
+                    everything = b"".join(frame for _, _, frame in fresh)
+                buffer = everything
             else:
-                parts = [frame for channel, symbol, frame in fresh if client.wants(channel, symbol)]
-            if parts:
-                before = client.mailbox.queued
-                if self._offer(client, parts[0] if len(parts) == 1 else b"".join(parts)):
-                    sent += len(parts)
-                queued += client.mailbox.queued - before
+                buffer = b"".join(parts)
+            before = client.mailbox.queued
+            if self._offer(client, buffer):
+                sent += len(parts)
+            queued += client.mailbox.queued - before
         if sent:
             self.metrics.ws_sent.inc(sent)
         if queued:
@@ -461,6 +540,7 @@ class Hub:
         client.mailbox.end(EVICTED, code, reason)
         with self._lock:
             self._clients.pop(client.id, None)
+            self._forget(client)
             self.metrics.ws_clients.set(len(self._clients))
         # A client that reads nothing never takes its close frame; its
         # thread would block in sendall() for good without this cut.

@@ -11,6 +11,9 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from market import codec
+from serving.latest import LatestBoard
+
 Bar = dict[str, Any]
 Alert = dict[str, Any]
 
@@ -39,27 +42,44 @@ class MarketStore:
         self._bars: dict[str, dict[int, Bar]] = {}
         self._starts: dict[str, list[int]] = {}   # sorted window_start per symbol
         self._alerts: OrderedDict[str, Alert] = OrderedDict()  # arrival order
+        self._bar_count = 0
+        self.board = LatestBoard()   # the latest bar of every symbol, encoded (REST and snapshots)
 
     # --- writes (consumer thread) ----------------------------------------
-    def apply_bar(self, bar: Bar) -> bool:
-        """Keep `bar` (checked by serving.records) if it is a new window or a newer version; True if kept."""
+    def apply_bar(self, bar: Bar, encoded: bytes | None = None) -> bool:
+        """Keep `bar` (checked by serving.records) if it is a new window or a newer version; True if kept.
+
+        `encoded` is the bar's JSON (made here if None): the latest bar of each
+        symbol is served from it.
+        """
         symbol, start = bar["symbol"].upper(), bar["window_start"]
         with self.lock:
-            windows = self._bars.setdefault(symbol, {})
-            starts = self._starts.setdefault(symbol, [])
-            current = windows.get(start)
-            if current is not None:
-                if bar_version(bar) <= bar_version(current):
-                    return False  # a replayed, re-sent or out-of-order older version
-                windows[start] = bar
-                return True
-            if len(starts) >= self.bars_per_symbol and start < starts[0]:
-                return False  # older than everything the bound keeps
-            bisect.insort(starts, start)
+            kept = self._apply_bar(symbol, start, bar)
+            if kept:
+                self.board.offer(symbol, bar, codec.dumps(bar) if encoded is None else encoded)
+            return kept
+
+    def _apply_bar(self, symbol: str, start: int, bar: Bar) -> bool:
+        windows = self._bars.setdefault(symbol, {})
+        starts = self._starts.setdefault(symbol, [])
+        current = windows.get(start)
+        if current is not None:
+            if bar_version(bar) <= bar_version(current):
+                return False  # a replayed, re-sent or out-of-order older version
             windows[start] = bar
-            while len(starts) > self.bars_per_symbol:
-                del windows[starts.pop(0)]
             return True
+        if len(starts) >= self.bars_per_symbol and start < starts[0]:
+            return False  # older than everything the bound keeps
+        if not starts or start > starts[-1]:
+            starts.append(start)     # the usual case: the next window
+        else:
+            bisect.insort(starts, start)
+        windows[start] = bar
+        self._bar_count += 1
+        while len(starts) > self.bars_per_symbol:
+            del windows[starts.pop(0)]
+            self._bar_count -= 1
+        return True
 
     def apply_alert(self, alert: Alert) -> bool:
         """Keep `alert` (checked by serving.records) unless its alert_id was seen; True if kept."""
@@ -75,18 +95,11 @@ class MarketStore:
     # --- reads -------------------------------------------------------------
     def has_symbol(self, symbol: str) -> bool:
         """True if any bar of `symbol` is kept."""
-        with self.lock:
-            return bool(self._starts.get(symbol.upper()))
+        return self.board.get(symbol.upper()) is not None
 
     def latest(self, symbols: set[str] | None = None) -> list[Bar]:
         """The latest version of the newest window of each symbol (all, or those in `symbols`), by symbol."""
-        with self.lock:
-            out = []
-            for symbol in sorted(self._starts):
-                starts = self._starts[symbol]
-                if starts and (symbols is None or symbol in symbols):
-                    out.append(self._bars[symbol][starts[-1]])
-            return out
+        return self.board.bars(symbols)
 
     def symbols(self) -> list[dict[str, Any]]:
         """Summary per symbol: symbol, close, change_pct, window_end of its latest bar."""
@@ -127,5 +140,5 @@ class MarketStore:
     def counts(self) -> dict[str, int]:
         """Sizes of the state, for /readyz and logs."""
         with self.lock:
-            return {"symbols": len(self._starts), "bars": sum(len(s) for s in self._starts.values()),
+            return {"symbols": len(self.board), "bars": self._bar_count,
                     "alerts": len(self._alerts)}

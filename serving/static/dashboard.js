@@ -1,14 +1,33 @@
 // Live dashboard: REST for history, the /ws feed for everything after.
 // No libraries: sparklines and the OHLC chart are drawn on <canvas>.
+//
+// Built for a whole market (10,000 symbols, ~10,000 bar versions/s): a
+// message only updates the in-memory state and marks its symbol dirty; the
+// page is redrawn at most every RENDER_MS, and only the rows on screen (the
+// first PAGE_ROWS symbols matching the search) and the top movers are drawn.
+// History (sparklines, chart) is fetched for the rows on screen only.
 "use strict";
 
 const HISTORY_BARS = 60;       // bars fetched per symbol for sparklines and the chart
 const MAX_ALERTS = 200;
+const PAGE_ROWS = 50;          // table rows drawn at once; the search box reaches any other symbol
+const MOVERS = 10;             // rows of each top-movers list
+const RENDER_MS = 500;         // at most two redraws a second, whatever the feed's rate
 const state = {
-  bars: new Map(),             // symbol -> Map(window_start -> bar), latest version kept
+  latest: new Map(),           // symbol -> latest bar (newest window, latest version)
+  symbols: [],                 // every symbol, sorted
+  history: new Map(),          // symbol -> Map(window_start -> bar), for symbols on screen or selected
+  historyLoading: new Set(),
+  dirty: new Set(),            // symbols changed since the last render
+  viewStale: true,             // the set of rows on screen must be recomputed (search, new symbols)
+  moversStale: true,
+  visible: [],                 // symbols of the rows on screen, in order
+  matches: 0,                  // symbols matching the search
+  query: "",
   selected: null,
   alerts: [],
   alertIds: new Set(),
+  alertsDirty: false,
   ws: null,
   retryMs: 500,
   lastMessage: 0,
@@ -18,66 +37,166 @@ const state = {
 const $ = (sel) => document.querySelector(sel);
 const fmt = (v, d = 2) => (v === null || v === undefined || Number.isNaN(v)) ? "–" : Number(v).toFixed(d);
 const fmtVol = (v) => v >= 1e6 ? (v / 1e6).toFixed(2) + "M" : v >= 1e3 ? (v / 1e3).toFixed(1) + "k" : fmt(v, 0);
+const fmtPct = (v) => (v > 0 ? "+" : "") + fmt(v) + "%";
 const hhmm = (ms) => new Date(ms).toISOString().slice(11, 16);
 const signClass = (v) => v > 0 ? "up" : v < 0 ? "down" : "flat";
 
+// DESIGN.md §4: (symbol, window_start) is a bar's identity; a version is newer by
+// pane_index, then the final one, then the one with more ticks.
+function newer(a, b) {
+  if (a.pane_index !== b.pane_index) return a.pane_index > b.pane_index;
+  if (Boolean(a.is_final) !== Boolean(b.is_final)) return Boolean(a.is_final);
+  return a.tick_count > b.tick_count;
+}
+
 // --- state -------------------------------------------------------------------
+function insertSymbol(symbol) {
+  let lo = 0, hi = state.symbols.length;
+  while (lo < hi) { const mid = (lo + hi) >> 1; if (state.symbols[mid] < symbol) lo = mid + 1; else hi = mid; }
+  state.symbols.splice(lo, 0, symbol);
+}
+
 function upsertBar(bar) {
-  let windows = state.bars.get(bar.symbol);
-  if (!windows) { windows = new Map(); state.bars.set(bar.symbol, windows); }
-  const current = windows.get(bar.window_start);
-  // (symbol, window_start) is a bar's identity; a higher pane_index is newer.
-  if (current && current.pane_index >= bar.pane_index) return false;
-  windows.set(bar.window_start, bar);
-  if (windows.size > HISTORY_BARS * 2) {
-    const oldest = Math.min(...windows.keys());
-    windows.delete(oldest);
+  const symbol = bar.symbol;
+  let changed = false;
+  const current = state.latest.get(symbol);
+  if (!current) {
+    state.latest.set(symbol, bar);
+    insertSymbol(symbol);
+    state.viewStale = true;
+    changed = true;
+  } else if (bar.window_start > current.window_start ||
+             (bar.window_start === current.window_start && newer(bar, current))) {
+    state.latest.set(symbol, bar);
+    changed = true;
   }
-  return true;
+  const windows = state.history.get(symbol);
+  if (windows) {
+    const kept = windows.get(bar.window_start);
+    if (!kept || newer(bar, kept)) {
+      windows.set(bar.window_start, bar);
+      if (windows.size > HISTORY_BARS * 2) windows.delete(Math.min(...windows.keys()));
+      changed = true;
+    }
+  }
+  if (changed) { state.dirty.add(symbol); state.moversStale = true; }
+  return changed;
 }
 
 function sortedBars(symbol) {
-  const windows = state.bars.get(symbol);
-  if (!windows) return [];
+  const windows = state.history.get(symbol);
+  if (!windows) { const b = state.latest.get(symbol); return b ? [b] : []; }
   return [...windows.values()].sort((a, b) => a.window_start - b.window_start).slice(-HISTORY_BARS);
 }
 
 async function loadHistory(symbol) {
+  if (state.history.has(symbol) || state.historyLoading.has(symbol)) return;
+  state.historyLoading.add(symbol);
   try {
     const resp = await fetch(`/api/v1/trends/${encodeURIComponent(symbol)}?limit=${HISTORY_BARS}`);
     if (!resp.ok) return;
     const body = await resp.json();
+    const windows = new Map();
+    state.history.set(symbol, windows);
+    const latest = state.latest.get(symbol);
+    if (latest) windows.set(latest.window_start, latest);
     body.trends.forEach(upsertBar);
-    renderRow(symbol);
-    if (symbol === state.selected) drawChart();
-  } catch (err) { /* the live feed still fills in */ }
+    state.dirty.add(symbol);
+    scheduleRender();
+  } catch (err) { /* the live feed still fills in */ } finally {
+    state.historyLoading.delete(symbol);
+  }
 }
 
-// --- table -------------------------------------------------------------------
-function renderRow(symbol, flash = false) {
-  const bars = sortedBars(symbol);
-  if (!bars.length) return;
-  const bar = bars[bars.length - 1];
+// Keep history only for what is on screen: 10,000 symbols' histories would not fit a tab.
+function forgetHistory() {
+  const keep = new Set(state.visible);
+  if (state.selected) keep.add(state.selected);
+  for (const symbol of state.history.keys()) if (!keep.has(symbol)) state.history.delete(symbol);
+}
+
+// --- rendering, throttled ---------------------------------------------------------
+let renderTimer = null;
+let lastRender = 0;
+function scheduleRender() {
+  if (renderTimer !== null) return;
+  renderTimer = setTimeout(render, Math.max(0, RENDER_MS - (Date.now() - lastRender)));
+}
+
+function render() {
+  renderTimer = null;
+  lastRender = Date.now();
+  if (state.viewStale) renderView();
+  for (const symbol of state.dirty) {
+    const row = rowOf(symbol);
+    if (row) renderRow(row, symbol, true);
+  }
+  if (state.selected && state.dirty.has(state.selected)) drawChart();
+  state.dirty.clear();
+  if (state.moversStale) renderMovers();
+  if (state.alertsDirty) renderAlerts();
+}
+
+function matching() {
+  const q = state.query;
+  if (!q) return { list: state.symbols.slice(0, PAGE_ROWS), total: state.symbols.length };
+  // Symbols starting with the query first (so "A" finds A before BA), then those containing it.
+  const starts = [], contains = [];
+  for (const s of state.symbols) {
+    const at = s.indexOf(q);
+    if (at === 0) starts.push(s); else if (at > 0) contains.push(s);
+  }
+  return { list: starts.concat(contains).slice(0, PAGE_ROWS), total: starts.length + contains.length };
+}
+
+function rowOf(symbol) {
+  return $("#symbols tbody").querySelector(`tr[data-symbol="${CSS.escape(symbol)}"]`);
+}
+
+function renderView() {
+  state.viewStale = false;
+  const { list, total } = matching();
+  state.visible = list;
+  state.matches = total;
   const tbody = $("#symbols tbody");
-  tbody.querySelector("tr.empty")?.remove();
-  let row = tbody.querySelector(`tr[data-symbol="${CSS.escape(symbol)}"]`);
-  if (!row) {
+  const existing = new Map([...tbody.querySelectorAll("tr[data-symbol]")].map((r) => [r.dataset.symbol, r]));
+  const rows = list.map((symbol) => {
+    let row = existing.get(symbol);
+    if (row) { existing.delete(symbol); return row; }
     row = document.createElement("tr");
     row.dataset.symbol = symbol;
     row.innerHTML = `<td class="sym"></td><td class="num last"></td><td class="num change"></td>
       <td class="num swing"></td><td class="num vwap"></td><td class="num volume"></td><td class="trend"></td>
       <td><canvas class="spark" width="240" height="56"></canvas></td><td class="pane"></td>`;
     row.addEventListener("click", () => select(symbol));
-    // Keep rows sorted by symbol, like /api/v1/symbols.
-    const after = [...tbody.querySelectorAll("tr[data-symbol]")].find((r) => r.dataset.symbol > symbol);
-    tbody.insertBefore(row, after || null);
-    $("#symbol-count").textContent = `(${tbody.querySelectorAll("tr[data-symbol]").length})`;
-    if (!state.selected) select(symbol);
+    renderRow(row, symbol, false);
+    return row;
+  });
+  if (!rows.length) {
+    const empty = document.createElement("tr");
+    empty.className = "empty";
+    empty.innerHTML = `<td colspan="9">${state.symbols.length ? "No symbol matches." : "Waiting for bars…"}</td>`;
+    rows.push(empty);
   }
+  tbody.replaceChildren(...rows);
+  const n = state.symbols.length;
+  $("#symbol-count").textContent = state.query || n > list.length
+    ? `(${list.length} of ${total} matching, ${n} in all)` : `(${n})`;
+  list.forEach(loadHistory);
+  if (!state.selected && list.length) select(list[0]);
+  document.querySelectorAll("#symbols tr.selected").forEach((r) => r.classList.remove("selected"));
+  if (state.selected) rowOf(state.selected)?.classList.add("selected");
+  forgetHistory();
+}
+
+function renderRow(row, symbol, flash) {
+  const bars = sortedBars(symbol);
+  if (!bars.length) return;
+  const bar = bars[bars.length - 1];
   row.querySelector(".sym").textContent = symbol;
   row.querySelector(".last").textContent = fmt(bar.close);
   const change = row.querySelector(".change");
-  change.textContent = (bar.change_pct > 0 ? "+" : "") + fmt(bar.change_pct) + "%";
+  change.textContent = fmtPct(bar.change_pct);
   change.className = "num change " + signClass(bar.change_pct);
   const swing = row.querySelector(".swing");
   swing.textContent = fmt(bar.swing_pct) + "%";
@@ -111,12 +230,49 @@ function drawSparkline(canvas, bars) {
   canvas.dataset.points = closes.length;
 }
 
+// --- top movers -----------------------------------------------------------------
+// The MOVERS largest by `key`, in one pass over the latest bars (no sort of 10,000).
+function largest(key) {
+  const best = [];
+  for (const bar of state.latest.values()) {
+    const v = key(bar);
+    if (!Number.isFinite(v)) continue;
+    if (best.length === MOVERS && v <= best[best.length - 1][0]) continue;
+    let i = best.length;
+    while (i > 0 && best[i - 1][0] < v) i--;
+    best.splice(i, 0, [v, bar]);
+    if (best.length > MOVERS) best.pop();
+  }
+  return best.map(([, bar]) => bar);
+}
+
+function renderMovers() {
+  state.moversStale = false;
+  const fill = (list, bars, value) => {
+    list.replaceChildren(...bars.map((bar) => {
+      const li = document.createElement("li");
+      li.dataset.symbol = bar.symbol;
+      li.innerHTML = `<span class="sym"></span><span class="num"></span>`;
+      li.querySelector(".sym").textContent = bar.symbol;
+      const num = li.querySelector(".num");
+      value(num, bar);
+      li.addEventListener("click", () => select(bar.symbol));
+      return li;
+    }));
+  };
+  fill($("#movers-change"), largest((b) => Math.abs(b.change_pct)), (el, b) => {
+    el.textContent = fmtPct(b.change_pct); el.className = "num " + signClass(b.change_pct);
+  });
+  fill($("#movers-volume"), largest((b) => b.volume), (el, b) => { el.textContent = fmtVol(b.volume); });
+}
+
 // --- main chart --------------------------------------------------------------
 function select(symbol) {
   state.selected = symbol;
   document.querySelectorAll("#symbols tr.selected").forEach((r) => r.classList.remove("selected"));
-  document.querySelector(`#symbols tr[data-symbol="${CSS.escape(symbol)}"]`)?.classList.add("selected");
+  rowOf(symbol)?.classList.add("selected");
   $("#chart-title").textContent = symbol;
+  loadHistory(symbol);
   drawChart();
 }
 
@@ -132,12 +288,12 @@ function drawChart() {
   canvas.dataset.bars = bars.length;
   canvas.dataset.symbol = state.selected || "";
   if (!bars.length) return;
-  const left = 8, right = 64, top = 10, bottom = 24;
-  const plotW = cssW - left - right, plotH = cssH - top - bottom;
+  const left = 8, right = 64, top_ = 10, bottom = 24;
+  const plotW = cssW - left - right, plotH = cssH - top_ - bottom;
   const lo = Math.min(...bars.map((b) => Math.min(b.low, b.vwap)));
   const hi = Math.max(...bars.map((b) => Math.max(b.high, b.vwap)));
   const span = (hi - lo) || Math.abs(hi) * 0.01 || 1;
-  const y = (v) => top + (hi - v) / span * plotH;
+  const y = (v) => top_ + (hi - v) / span * plotH;
   const step = plotW / Math.max(bars.length, 1);
   const x = (i) => left + step * (i + 0.5);
 
@@ -157,8 +313,8 @@ function drawChart() {
     ctx.strokeStyle = color; ctx.fillStyle = color;
     ctx.globalAlpha = b.is_final ? 1 : 0.55;   // an EARLY pane is still forming
     ctx.beginPath(); ctx.moveTo(x(i), y(b.high)); ctx.lineTo(x(i), y(b.low)); ctx.stroke();
-    const top_ = y(Math.max(b.open, b.close)), h = Math.max(1, Math.abs(y(b.open) - y(b.close)));
-    ctx.fillRect(x(i) - body / 2, top_, body, h);
+    const t = y(Math.max(b.open, b.close)), h = Math.max(1, Math.abs(y(b.open) - y(b.close)));
+    ctx.fillRect(x(i) - body / 2, t, body, h);
   });
   ctx.globalAlpha = 1;
   ctx.strokeStyle = "#58a6ff"; ctx.lineWidth = 2; ctx.beginPath();   // VWAP line
@@ -173,14 +329,17 @@ function drawChart() {
 // --- alerts ------------------------------------------------------------------
 function addAlerts(alerts, prepend) {
   const fresh = alerts.filter((a) => !state.alertIds.has(a.alert_id));
+  if (!fresh.length) return;
   fresh.forEach((a) => state.alertIds.add(a.alert_id));
   state.alerts = prepend ? fresh.concat(state.alerts) : state.alerts.concat(fresh);
   state.alerts.sort((a, b) => (b.detected_at || 0) - (a.detected_at || 0));
   state.alerts.splice(MAX_ALERTS).forEach((a) => state.alertIds.delete(a.alert_id));
-  renderAlerts();
+  state.alertsDirty = true;
+  scheduleRender();
 }
 
 function renderAlerts() {
+  state.alertsDirty = false;
   const list = $("#alerts");
   list.replaceChildren(...state.alerts.map((a) => {
     const li = document.createElement("li");
@@ -227,27 +386,30 @@ function handle(msg) {
     case "welcome": state.heartbeatS = msg.heartbeat_s || 15; break;
     case "snapshot":
       if (msg.channel === "trends") {
-        msg.data.forEach((bar) => { upsertBar(bar); renderRow(bar.symbol); loadHistory(bar.symbol); });
-        if (state.selected) drawChart();
+        msg.data.forEach(upsertBar);
+        scheduleRender();
       } else {
         addAlerts(msg.data, false);
       }
       break;
-    case "trend": {
-      const bar = msg.data;
-      const known = state.bars.has(bar.symbol);
-      if (upsertBar(bar)) {
-        renderRow(bar.symbol, true);
-        if (bar.symbol === state.selected) drawChart();
-      }
-      if (!known) loadHistory(bar.symbol);
+    case "trend":
+      if (upsertBar(msg.data)) scheduleRender();
       break;
-    }
     case "alert": addAlerts([msg.data], true); break;
     case "error": console.warn("server:", msg.message); break;
     default: break;   // subscribed, heartbeat, pong
   }
 }
+
+// --- search -------------------------------------------------------------------
+$("#search").addEventListener("input", (event) => {
+  state.query = event.target.value.trim().toUpperCase();
+  state.viewStale = true;
+  scheduleRender();
+});
+$("#search").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && state.visible.length) select(state.visible[0]);
+});
 
 // A silent socket (no heartbeat for two periods) is a dead one: reconnect.
 setInterval(() => {

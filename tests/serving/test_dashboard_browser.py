@@ -80,3 +80,49 @@ def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callabl
     shot = browser.screenshot(ARTIFACTS / "dashboard.png")
     assert shot.stat().st_size > 10_000
     assert not [line for line in browser.console if "exception" in line]
+
+
+def test_dashboard_with_a_whole_market(browser: Browser, live_server: Callable[..., LiveServer]) -> None:
+    """10,000 symbols: a bounded table, search finds any symbol, top movers are the largest |change|."""
+    server = live_server()
+    hub = server.state.hub
+    count = 10_000
+    symbols = [f"S{i:05d}" for i in range(count)]
+    # Changes spread over ±1 %, except a few large movers the page must find among 10,000.
+    movers = {"S04321": 9.5, "S00007": -8.25, "S09999": 7.75}
+    batch = []
+    for i, symbol in enumerate(symbols):
+        change = movers.get(symbol, ((i * 37) % 200 - 100) / 100)
+        batch.append(("trends", bar(symbol, 0, 100.0, change_pct=change, volume=1000.0 + (i % 97))))
+    assert hub.publish_many(batch) == count
+
+    browser.navigate(server.url + "/")
+    browser.wait_for("document.body.dataset.connection === 'live'")
+    browser.wait_for("document.querySelectorAll('#movers-change li').length === 10")
+    shown = browser.evaluate("document.querySelectorAll('#symbols tr[data-symbol]').length")
+    assert 0 < shown <= 50, f"{shown} table rows for {count} symbols"
+    assert f"{count} in all" in browser.evaluate("document.querySelector('#symbol-count').textContent")
+    top = browser.evaluate("[...document.querySelectorAll('#movers-change li')].map(li => li.dataset.symbol)")
+    assert top[:3] == ["S04321", "S00007", "S09999"]
+    assert browser.evaluate("document.querySelector('#movers-change li .num').textContent") == "+9.50%"
+
+    # Search: one symbol of 10,000, then a prefix.
+    browser.evaluate("(() => { const s = document.querySelector('#search'); s.value = 's08642';"
+                     " s.dispatchEvent(new Event('input')); })()")
+    browser.wait_for("[...document.querySelectorAll('#symbols tr[data-symbol]')].map(r => r.dataset.symbol)"
+                     ".join() === 'S08642'", timeout=5)
+    browser.evaluate("(() => { const s = document.querySelector('#search'); s.value = 'S0864';"
+                     " s.dispatchEvent(new Event('input')); })()")
+    browser.wait_for("document.querySelectorAll('#symbols tr[data-symbol]').length === 10", timeout=5)
+
+    # Live: the searched row updates, and a new largest mover goes to the top.
+    hub.publish_bar(bar("S08645", 1, 123.45, change_pct=-12.0))
+    browser.wait_for("document.querySelector('#symbols tr[data-symbol=\"S08645\"] .last')?.textContent"
+                     " === '123.45'", timeout=5)
+    browser.wait_for("document.querySelector('#movers-change li')?.dataset.symbol === 'S08645'", timeout=5)
+    # A click on a mover charts it.
+    browser.evaluate("document.querySelector('#movers-change li').click()")
+    assert browser.wait_for("document.querySelector('#chart').dataset.symbol === 'S08645'")
+    shot = browser.screenshot(ARTIFACTS / "dashboard-10000.png")
+    assert shot.stat().st_size > 10_000
+    assert not [line for line in browser.console if "exception" in line]

@@ -80,3 +80,14 @@ def test_latency_fields_are_epoch_ms_or_null_and_optional_for_an_older_pipeline(
                 assert exc.reason == "invalid_field" and field in str(exc)
             else:
                 raise AssertionError(f"{field}={bad!r} was accepted")
+
+
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.dictionaries(st.sampled_from(sorted(bar())), FIELD_VALUES | st.sampled_from(
+    [0, -1, 1.5, True, False, None, "EARLY", "up", ["volatility"], 2**40]), min_size=1, max_size=3))
+def test_the_fast_path_accepts_nothing_the_full_check_refuses(changes: dict[str, Any]) -> None:
+    from serving import records
+    check_bar(bar())                       # the symbol is known: the fast path is taken when it can be
+    record = {**bar(), **changes}
+    if records._plain_bar(record):
+        records._check(dict(record), records.BAR_CHECKS, "bar", records.BAR_OPTIONAL)   # must not raise
