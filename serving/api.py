@@ -38,16 +38,23 @@ def trends_latest() -> Response:
 
 @bp.get("/api/v1/trends/<path:symbol>")
 def trends(symbol: str) -> Response:
-    """Bars of one symbol, oldest first, the newest `limit` within [from, to] (from after to: none)."""
+    """Bars of one symbol, oldest first, the newest `limit` starting within [from, to] (from after to: none),
+    at the pipeline's window or rolled up to `interval` from the bars of record."""
     symbol = params.parse_symbol(symbol)
     start = params.parse_time("from", request.args.get("from"))
     end = params.parse_time("to", request.args.get("to"))
-    limit = params.parse_limit(request.args.get("limit"), mc.REST_DEFAULT_LIMIT, mc.REST_MAX_LIMIT)
+    limit = params.parse_limit(request.args.get("limit"), mc.REST_DEFAULT_LIMIT, params.TRENDS_MAX_LIMIT)
+    s = state()
+    interval, interval_ms = params.parse_interval(request.args.get("interval"), s.window_ms)
     _require_ready()
-    store = state().store
+    store = s.store
     if not store.has_symbol(symbol):
         raise ApiError(404, "unknown_symbol", f"no bars for symbol {symbol}")
-    return jsonify({"symbol": symbol, "trends": store.bars(symbol, start, end, limit)})
+    if interval_ms == s.window_ms:
+        bars = store.bars(symbol, start, end, limit)
+    else:
+        bars = store.rollups(symbol, interval_ms, start, end, limit)
+    return jsonify({"symbol": symbol, "interval": interval, "trends": bars})
 
 
 @bp.get("/api/v1/alerts")

@@ -1,10 +1,15 @@
-"""The Kafka feed: replay the last hours of both output topics, then follow them live.
+"""The Kafka feed: resume both output topics from the positions stored with the bars, then follow them live.
 
 One background thread owns one confluent-kafka Consumer that is *assigned*
 every partition of both topics (no consumer group sharing), so each serving
-process sees everything. Readiness is "history replayed and broker answering";
-a broker outage is noticed by the periodic watermark probe and heals by itself,
-because librdkafka reconnects and the thread keeps its positions.
+process sees everything. A partition the database has a position for resumes
+there, rewound to the start of the windows still open (their EARLY panes are
+only in Kafka; what is re-read before the stored position is applied to
+memory, not written again); a partition it has none for replays the last
+`history_hours`, as on a first start. Readiness is "caught up with the end
+offsets seen at start and broker answering"; a broker outage is noticed by
+the periodic watermark probe and heals by itself, because librdkafka
+reconnects and the thread keeps its positions.
 """
 from __future__ import annotations
 
@@ -19,10 +24,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from market.kafka_security import KafkaSecurity
-from serving.hub import Hub
 from serving.metrics import Metrics
 from serving.protocol import CHANNEL_ALERTS, CHANNEL_TRENDS
 from serving.records import REASON_INTERNAL_ERROR, MalformedRecord, decode_record
+from serving.updates import Update, Updates
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +62,10 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity | None = Non
 class KafkaFeed:
     """Background consumer of the trends and alerts topics feeding a Hub."""
 
-    def __init__(self, hub: Hub, metrics: Metrics, bootstrap_servers: str, trends_topic: str,
-                 alerts_topic: str, history_hours: float, security: KafkaSecurity | None = None) -> None:
-        self.hub = hub
+    def __init__(self, updates: Updates, metrics: Metrics, bootstrap_servers: str, trends_topic: str,
+                 alerts_topic: str, history_hours: float, security: KafkaSecurity | None = None,
+                 stored: dict[tuple[str, int], int] | None = None, reread_ms: int = 0) -> None:
+        self.updates = updates
         self.security = security
         self.refused_login: str | None = None   # the broker's last "authentication failed", for /readyz
         self.metrics = metrics
@@ -70,6 +76,10 @@ class KafkaFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._positions: dict[tuple[str, int], int] = {}   # next offset to read, survives reconnects
+        # Positions the database holds (all before them is stored) and how far
+        # back of "now" to re-read for the windows still open.
+        self._stored = dict(stored or {})
+        self.reread_ms = reread_ms
         self.replayed = False
         self.broker_up = False
         self.status = "starting"
@@ -152,7 +162,7 @@ class KafkaFeed:
                 self._handle([first, *consumer.consume(BATCH, timeout=0)])
             if not self.replayed and self._caught_up(consumer, targets):
                 self.replayed = True
-                log.info("replayed history: %s", self.hub.store.counts())
+                log.info("caught up: %s", self.updates.store.counts())
                 self._set("following", broker_up=self.broker_up)
 
     def _probe_loop(self, assignment: list[TopicPartition], over: threading.Event) -> None:
@@ -172,14 +182,27 @@ class KafkaFeed:
             if meta is None or meta.error is not None or not meta.partitions:
                 raise KafkaException(f"topic {topic} unavailable: {meta.error if meta else 'missing'}")
             wanted += [TopicPartition(topic, p, start_ms) for p in sorted(meta.partitions)]
-        fresh = [tp for tp in wanted if (tp.topic, tp.partition) not in self._positions]
+        fresh = [tp for tp in wanted if (tp.topic, tp.partition) not in self._positions
+                 and (tp.topic, tp.partition) not in self._stored]
         found = {(tp.topic, tp.partition): tp.offset
                  for tp in (consumer.offsets_for_times(fresh, timeout=METADATA_TIMEOUT_S) if fresh else [])}
+        reread_ms = int(time.time() * 1000) - self.reread_ms
+        resumed = [TopicPartition(tp.topic, tp.partition, reread_ms) for tp in wanted
+                   if (tp.topic, tp.partition) not in self._positions and (tp.topic, tp.partition) in self._stored]
+        rewound = {(tp.topic, tp.partition): tp.offset
+                   for tp in (consumer.offsets_for_times(resumed, timeout=METADATA_TIMEOUT_S) if resumed else [])}
         out = []
         for tp in wanted:
             key = (tp.topic, tp.partition)
             if key in self._positions:
                 offset = self._positions[key]
+            elif key in self._stored:
+                # From the stored position, or earlier to re-read the open windows' EARLY panes
+                # (never later: what was produced while serving was down must be read).
+                offset = self._stored[key]
+                back = rewound.get(key, -1)
+                if 0 <= back < offset:
+                    offset = back
             else:
                 offset = found.get(key, -1)
                 if offset < 0:
@@ -227,14 +250,15 @@ class KafkaFeed:
         self._set("following" if self.replayed else "replaying", broker_up=True)
 
     def _handle(self, messages: list[Any]) -> None:
-        """Check each record of a batch, hand the valid ones to the hub in Kafka order, then advance positions.
+        """Check each record of a batch, hand the valid ones to serving.updates in Kafka order (they are stored
+        with the positions the batch reaches), then advance positions.
 
         An invalid record is skipped, counted by topic and reason and logged
         with its topic, partition and offset; the rest of the batch is applied.
-        Positions move only after the batch is handled: if the hub fails, the
+        Positions move only after the batch is handled: if storing it fails, the
         session is rebuilt and re-reads the batch (re-applying is harmless).
         """
-        records: list[tuple[str, dict[str, Any]]] = []
+        records: list[Update] = []
         origins: list[Any] = []     # the message of each entry of `records`
         handled: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}   # counted per batch: a labelled inc() per record cost ~2 us
@@ -256,10 +280,13 @@ class KafkaFeed:
             except Exception as exc:  # whatever one record does, the feed goes on
                 self._reject(msg, REASON_INTERNAL_ERROR, exc)
                 continue
-            records.append((CHANNEL_TRENDS if topic == self.trends_topic else CHANNEL_ALERTS, record))
+            stored = self._stored.get((topic, msg.partition()))
+            records.append(Update(CHANNEL_TRENDS if topic == self.trends_topic else CHANNEL_ALERTS, record,
+                                  persist=stored is None or msg.offset() >= stored))
             origins.append(msg)
-        if records:
-            self.hub.publish_many(records, on_error=lambda i, exc: self._reject(origins[i], REASON_INTERNAL_ERROR, exc))
+        if records or handled:
+            self.updates.apply(records, handled,
+                               on_error=lambda i, exc: self._reject(origins[i], REASON_INTERNAL_ERROR, exc))
         self._positions.update(handled)
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)

@@ -1,13 +1,12 @@
-"""WebSocket clients and fan-out: each message is framed once and written without ever blocking.
+"""WebSocket clients: the registry, their subscriptions (indexed by symbol) and the fan-out.
 
-The consumer thread hands each new bar or alert to `Hub.publish_*`. The hub
-builds the WebSocket frame once and, for every subscribed client, writes it
-straight to the socket with a non-blocking send when that client has nothing
-pending; otherwise the frame joins the client's mailbox, bounded in bytes,
-which the client's own thread drains with blocking writes. A client whose
+serving.updates hands the hub each batch's new bar and alert versions,
+already framed (`fan_out`), under the hub's `lock`, which also orders
+subscriptions: a snapshot and the live stream after it neither overlap nor
+leave a gap. For every client that wants a message the hub writes it without
+blocking through the client's mailbox (serving.transport). A client whose
 mailbox is full is cut off (error, then close 1008) instead of slowing the
-others. Every frame of a socket, simple-websocket's pings and close replies
-included, is written by whoever holds that socket's one write token.
+others.
 
 Writing directly from the fan-out thread matters: waking one thread per
 client per message costs ~0.3 ms of CPU each under the GIL, which capped a
@@ -15,227 +14,21 @@ client per message costs ~0.3 ms of CPU each under the GIL, which capped a
 """
 from __future__ import annotations
 
+
 import itertools
 import logging
 import socket
-import struct
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from market import codec
 from serving import protocol
 from serving.metrics import Metrics
-from serving.records import check_alert, check_bar
-from serving.store import Alert, Bar, MarketStore
+from serving.store import MarketStore
+from serving.transport import CLOSED, EVICTED, Mailbox, cut_socket, text_frame
 
 log = logging.getLogger(__name__)
-
-CLOSED = "closed"
-EVICTED = "evicted"     # overflow or rate limit: an error message, then a close with a code
-
-
-def text_frame(text: str | bytes) -> bytes:
-    """An unmasked, final WebSocket text frame (RFC 6455 §5.2), as a server sends it (`text` str or UTF-8)."""
-    payload = text.encode() if isinstance(text, str) else text
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
-
-
-class Mailbox:
-    """The write side of one socket: direct non-blocking writes, else a FIFO bounded in bytes.
-
-    `busy` is the socket's one write token: every write of a frame, ours or
-    simple-websocket's own pings, pongs and close replies (through
-    `SharedSocket`), holds it, so frames never interleave on the wire.
-    `partial` is the unsent tail of a frame, which must go out before anything
-    else (even a control frame or the close after an overflow).
-    """
-
-    def __init__(self, max_bytes: int, sock: socket.socket | None) -> None:
-        self.max_bytes = max(1, max_bytes)
-        self.sock = sock
-        self._items: deque[bytes] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self.busy = False
-        self.partial: bytes | None = None
-        self.pending_bytes = 0          # bytes waiting: queued frames and the partial tail
-        # Bytes of one frame larger than the bound (a snapshot of 10,000 symbols
-        # is ~6 MB) not taken yet: not counted against the bound, or every
-        # message after it would overflow. One such frame at a time.
-        self.grace = 0
-        self.state: str | None = None   # None while open, else CLOSED or EVICTED
-        self.close_code = 1000
-        self.close_reason = ""
-        self.detached = False           # the socket's writer thread is gone
-        self.exclusive_waiting = 0      # control frames waiting: they go before the next queued frame
-        self.queued = 0                 # frames that could not be written at once
-
-    def offer(self, frame: bytes) -> bool:
-        """Write or queue `frame` without blocking; False if it would overflow the bound or the mailbox is shut.
-
-        A frame always fits into an empty mailbox, so one large snapshot never
-        evicts a client by itself; what is bounded is the backlog.
-        """
-        with self._cond:
-            if self.state is not None:
-                return False
-            if (self.busy or self._items or self.partial is not None or self.exclusive_waiting
-                    or self.sock is None):
-                counted = self.pending_bytes - self.grace
-                if len(frame) > self.max_bytes:
-                    if self.grace or counted > self.max_bytes:
-                        return False        # a second huge frame behind the first: not keeping up
-                    self.grace = len(frame)
-                elif counted and counted + len(frame) > self.max_bytes:
-                    return False
-                self._items.append(frame)
-                self.pending_bytes += len(frame)
-                self.queued += 1
-                self._cond.notify_all()
-                return True
-            self.busy = True
-        sent = 0
-        try:
-            sent = self.sock.send(frame, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            # The peer is gone; its reader thread will notice and disconnect it.
-            sent = len(frame)
-        with self._cond:
-            self.busy = False
-            if sent < len(frame):
-                self.queued += 1
-                if len(frame) - sent > self.max_bytes and not self.grace:
-                    self.grace = len(frame) - sent
-                if sent:
-                    self.partial = frame[sent:]
-                else:
-                    self._items.appendleft(frame)
-                self.pending_bytes += len(frame) - sent
-            self._cond.notify_all()
-        return True
-
-    def write_exclusive(self, data: bytes, timeout: float | None = None) -> None:
-        """Write `data` (whole frames) with a blocking send once no other frame is on its way.
-
-        simple-websocket's pings, pongs and close replies and our final error
-        frame come this way. After `timeout` seconds, or once the writer
-        thread is gone with half a frame unsent, `data` is dropped: the
-        connection is ending and a frame after a cut one would be garbage.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            # While we wait, nobody starts another frame (a ping behind a
-            # backlog of megabytes would miss its pong deadline).
-            self.exclusive_waiting += 1
-            try:
-                while self.busy or self.partial is not None:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if self.detached or (remaining is not None and remaining <= 0):
-                        return
-                    self._cond.wait(remaining)
-            finally:
-                self.exclusive_waiting -= 1
-            self.busy = True
-        try:
-            if self.sock is not None:
-                self.sock.sendall(data)
-        finally:
-            self.done()
-
-    def end(self, state: str, code: int = 1000, reason: str = "") -> None:
-        """Stop the mailbox: the backlog is dropped (a partial frame is kept); the first state wins."""
-        with self._cond:
-            if self.state is None:
-                self.state, self.close_code, self.close_reason = state, code, reason
-            self._items.clear()
-            self.pending_bytes = len(self.partial) if self.partial is not None else 0
-            self.grace = 0
-            self._cond.notify_all()
-
-    def detach(self) -> None:
-        """The writer thread is gone: nobody will finish a partial frame any more."""
-        with self._cond:
-            self.detached = True
-            self._cond.notify_all()
-
-    def take(self, timeout: float) -> bytes | None:
-        """Claim the next frame to write (call `done` after writing it), or None after `timeout` s.
-
-        Raises _Ended once the mailbox is stopped and no partial frame remains.
-        """
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if not self.busy:
-                    if self.partial is not None:
-                        item, self.partial = self.partial, None
-                        self.busy = True
-                        self.pending_bytes -= len(item)
-                        self.grace = max(0, self.grace - len(item))
-                        return item
-                    if self.state is not None:
-                        raise _Ended(self.state)
-                    if self._items and not self.exclusive_waiting:
-                        self.busy = True
-                        item = self._items.popleft()
-                        self.pending_bytes -= len(item)
-                        self.grace = max(0, self.grace - len(item))
-                        return item
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-
-    def done(self) -> None:
-        """Release the socket after a `take` or an exclusive write."""
-        with self._cond:
-            self.busy = False
-            self._cond.notify_all()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-class SharedSocket:
-    """The socket as simple-websocket sees it: reads go straight through, writes take the mailbox's token.
-
-    simple-websocket writes pings, pong replies and close frames from its own
-    thread with `sock.send`; without this they could land in the middle of a
-    frame the hub is writing (issue 13).
-    """
-
-    def __init__(self, sock: socket.socket, mailbox: Mailbox, write_timeout: float) -> None:
-        self._sock = sock
-        self._mailbox = mailbox
-        self._write_timeout = write_timeout
-
-    def send(self, data: bytes, flags: int = 0) -> int:
-        self._mailbox.write_exclusive(bytes(data), self._write_timeout)
-        return len(data)
-
-    def sendall(self, data: bytes, flags: int = 0) -> None:
-        self._mailbox.write_exclusive(bytes(data), self._write_timeout)
-
-    def __getattr__(self, name: str) -> Any:
-        # recv, fileno, close, shutdown ...: the real socket's.
-        return getattr(self._sock, name)
-
-
-class _Ended(Exception):
-    def __init__(self, state: str) -> None:
-        super().__init__(state)
-        self.state = state
 
 
 @dataclass(frozen=True)
@@ -294,7 +87,7 @@ class Hub:
     """The registry of connected clients and the fan-out of bars and alerts."""
 
     def __init__(self, store: MarketStore, metrics: Metrics, limits: Limits | None = None) -> None:
-        self.store = store
+        self.store = store      # read for snapshots only; serving.updates writes it
         self.metrics = metrics
         self.limits = limits or Limits()
         self._clients: dict[int, Client] = {}
@@ -303,9 +96,10 @@ class Hub:
         # the clients that want it, not a scan of every client (issue 18).
         self._everyone: dict[str, dict[int, Client]] = {ch: {} for ch in protocol.CHANNELS}
         self._named: dict[str, dict[str, dict[int, Client]]] = {ch: {} for ch in protocol.CHANNELS}
-        # Orders store updates, fan-out and subscriptions. It is not the store's
-        # lock, so REST reads never wait for a fan-out to a thousand sockets.
-        self._lock = threading.RLock()
+        # Orders live-state updates and fan-out (serving.updates takes it) and
+        # subscriptions. It is not the store's lock, so REST reads never wait
+        # for a fan-out to a thousand sockets.
+        self.lock = threading.RLock()
 
     def _reindex(self, client: Client, channel: str, drop: bool = False) -> None:
         """Bring the index in line with `client`'s subscription of `channel` (or take it out: `drop`)."""
@@ -340,7 +134,7 @@ class Hub:
 
     def register(self, client: Client) -> bool:
         """Add `client` to the fan-out; False (and not added) when max_clients are connected."""
-        with self._lock:
+        with self.lock:
             if len(self._clients) >= self.limits.max_clients:
                 return False
             self._clients[client.id] = client
@@ -359,7 +153,7 @@ class Hub:
     def disconnect(self, client: Client) -> None:
         """Forget `client` (idempotent)."""
         client.mailbox.end(CLOSED)
-        with self._lock:
+        with self.lock:
             self._clients.pop(client.id, None)
             self._forget(client)
             self.metrics.ws_clients.set(len(self._clients))
@@ -370,7 +164,7 @@ class Hub:
 
     def send(self, client: Client, message: dict[str, Any]) -> None:
         """Queue one message for `client` (replies, welcome); overflow closes it like any other."""
-        with self._lock:
+        with self.lock:
             self._send(client, message)
 
     def handle(self, client: Client, raw: str | bytes) -> None:
@@ -400,7 +194,7 @@ class Hub:
         """Add a subscription, then queue `subscribed` and the channel's snapshot atomically with the stream."""
         # Under the hub lock no bar is applied or fanned out, so the snapshot
         # and the live messages after it neither overlap nor leave a gap.
-        with self._lock:
+        with self.lock:
             subscription = client.subscriptions[channel]
             if subscription.named_after_add(symbols) > self.limits.max_symbols:
                 self._send(client, protocol.error(
@@ -419,13 +213,14 @@ class Hub:
                 self._offer(client, text_frame(b'{"type":"snapshot","channel":"trends","data":['
                                                + b",".join(parts) + b"]}"))
                 return
-            data = self.store.alerts(limit=protocol.ALERT_SNAPSHOT_SIZE, symbols=wanted)
+            data = (self.store.recent_alerts(protocol.ALERT_SNAPSHOT_SIZE) if wanted is None
+                    else self.store.alerts(limit=protocol.ALERT_SNAPSHOT_SIZE, symbols=wanted))
             snapshot = {"type": "snapshot", "channel": channel, "data": data}
             self._send(client, snapshot)
 
     def unsubscribe(self, client: Client, channel: str, symbols: list[str]) -> None:
         """Remove a subscription and confirm it."""
-        with self._lock:
+        with self.lock:
             subscription = client.subscriptions[channel]
             if subscription.named_after_remove(symbols) > self.limits.max_symbols:
                 self._send(client, protocol.error(
@@ -438,54 +233,8 @@ class Hub:
             self._send(client, message)
 
     # --- fan-out (consumer thread) -----------------------------------------
-    def publish_bar(self, bar: Bar) -> bool:
-        """Check, store and push `bar` if it is a new version; True if it was new. Raises MalformedRecord."""
-        return self.publish_many([(protocol.CHANNEL_TRENDS, check_bar(bar))]) == 1
-
-    def publish_alert(self, alert: Alert) -> bool:
-        """Check, store and push `alert` if its id is new; True if it was new. Raises MalformedRecord."""
-        return self.publish_many([(protocol.CHANNEL_ALERTS, check_alert(alert))]) == 1
-
-    def publish_many(self, records: list[tuple[str, dict[str, Any]]],
-                     on_error: Callable[[int, Exception], None] | None = None) -> int:
-        """Store a batch of (channel, record) in order and push the new ones; the number that were new.
-
-        Records must have passed serving.records' checks. One that still
-        fails (it cannot be encoded, say) is skipped and reported to
-        `on_error(index, exc)` (logged if None): the rest of the batch is
-        applied. A client gets all of the batch it wants in one write: when
-        the pipeline fires the panes of every symbol at once, that is one send
-        per client, not one per bar and client.
-        """
-        with self._lock:
-            fresh: list[tuple[str, str, bytes]] = []
-            for index, (channel, record) in enumerate(records):
-                try:
-                    # Encoded before it is stored: a record that cannot be
-                    # encoded must never reach the store that REST reads.
-                    # Once per record: the same bytes make the frame and, for a
-                    # bar, what REST and snapshots serve as its symbol's latest.
-                    data = codec.dumps(record)
-                    if channel == protocol.CHANNEL_TRENDS:
-                        frame = text_frame(b'{"type":"trend","data":' + data + b"}")
-                        kept = self.store.apply_bar(record, data)
-                    else:
-                        frame = text_frame(b'{"type":"alert","data":' + data + b"}")
-                        kept = self.store.apply_alert(record)
-                    symbol = record["symbol"].upper()
-                except Exception as exc:  # one record, whatever is wrong with it, must not stop the batch
-                    if on_error is None:
-                        log.warning("skipping %s record: %s", channel, exc)
-                    else:
-                        on_error(index, exc)
-                    continue
-                if kept:
-                    fresh.append((channel, symbol, frame))
-            if fresh:
-                self._fan_out(fresh)
-            return len(fresh)
-
-    def _fan_out(self, fresh: list[tuple[str, str, bytes]]) -> None:
+    def fan_out(self, fresh: list[tuple[str, str, bytes]]) -> None:
+        """Write each (channel, symbol, frame) to the clients that want it, in order; call under `lock`."""
         started = time.perf_counter()
         sent = queued = 0
         wanted: dict[int, tuple[Client, list[bytes]]] = {}
@@ -538,7 +287,7 @@ class Hub:
     def evict(self, client: Client, code: int, reason: str) -> None:
         """Take `client` out of the fan-out, drop its backlog, and have its writer send an error and close `code`."""
         client.mailbox.end(EVICTED, code, reason)
-        with self._lock:
+        with self.lock:
             self._clients.pop(client.id, None)
             self._forget(client)
             self.metrics.ws_clients.set(len(self._clients))
@@ -552,45 +301,3 @@ class Hub:
         """Queue the next heartbeat of `client` (a full queue closes it like any other message)."""
         client.heartbeat_seq += 1
         self.send(client, {"type": "heartbeat", "seq": client.heartbeat_seq})
-
-
-def cut_socket(sock: socket.socket | None) -> Callable[[], None]:
-    """A callable that shuts `sock` down, unblocking a send stuck on a client that reads nothing."""
-    def cut() -> None:
-        if sock is None:
-            return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed: nothing to unblock
-    return cut
-
-
-def pump(hub: Hub, client: Client, write: Callable[[bytes], None], close: Callable[[int, str], None],
-         heartbeat_s: float) -> None:
-    """Drain `client`'s mailbox onto its socket until it closes; heartbeats; error + close code on eviction."""
-    mailbox = client.mailbox
-    next_beat = time.monotonic() + heartbeat_s
-    try:
-        while True:
-            try:
-                frame = mailbox.take(max(0.0, next_beat - time.monotonic()))
-            except _Ended as ended:
-                if ended.state == EVICTED:
-                    reason = mailbox.close_reason
-                    mailbox.write_exclusive(text_frame(protocol.encode(protocol.error(reason))),
-                                            hub.limits.close_grace_s)
-                    # The close reason travels in a control frame: at most 123 bytes.
-                    close(mailbox.close_code, reason.encode()[:120].decode(errors="ignore"))
-                return
-            if frame is not None:
-                try:
-                    write(frame)
-                finally:
-                    mailbox.done()
-            # Checked after every frame too, so a busy feed still carries heartbeats.
-            if time.monotonic() >= next_beat:
-                hub.heartbeat(client)
-                next_beat = time.monotonic() + heartbeat_s
-    finally:
-        mailbox.detach()

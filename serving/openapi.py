@@ -7,6 +7,7 @@ from typing import Any
 from market import config as mc
 from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, MAX_EVENT_MS, PANES, TRENDS
 from serving import params
+from serving.database import PANE_ROLLUP
 
 _NUM = {"type": "number"}
 _NUM_NULL = {"type": ["number", "null"]}
@@ -20,10 +21,13 @@ def _bar_schema() -> dict[str, Any]:
     props.update({
         "symbol": {"type": "string"}, "window_start": _INT, "window_end": _INT, "tick_count": _INT,
         "volume": {"type": "number", "minimum": 0},
-        "is_volatility_anomaly": {"type": "boolean"}, "pane": {"type": "string", "enum": list(PANES)},
+        "is_volatility_anomaly": {"type": "boolean"},
+        # ROLLUP: a bar of a longer interval (?interval=), rolled up from the bars of record.
+        "pane": {"type": "string", "enum": [*PANES, PANE_ROLLUP]},
         "pane_index": {"type": "integer", "minimum": 0}, "is_final": {"type": "boolean"},
         "log_return": _NUM_NULL, "return_zscore": _NUM_NULL, "volume_ratio": _NUM_NULL,
-        "sma_fast": _NUM_NULL, "sma_slow": _NUM_NULL, "trend": {"type": "string", "enum": list(TRENDS)},
+        "sma_fast": _NUM_NULL, "sma_slow": _NUM_NULL,
+        "trend": {"type": ["string", "null"], "enum": [*TRENDS, None]},   # null on a rollup
         "anomalies": {"type": "array", "items": {"type": "string", "enum": list(ALERT_TYPES)}},
         # null on bars from a pipeline older than these fields (serving fills them in).
         "last_tick_ms": _EPOCH_NULL, "emitted_at": _EPOCH_NULL,
@@ -66,6 +70,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The OpenAPI document; paths match the app's routes (a test checks both ways)."""
+    window_ms = int((config or {}).get("WINDOW_SIZE_S", mc.WINDOW_SIZE_S)) * 1000
     return {
         "openapi": "3.1.0",
         "info": {"title": "Market data serving", "version": "1.0.0",
@@ -82,7 +87,13 @@ def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
                 "parameters": [{"name": "symbol", "in": "path", "required": True, "schema": _SYMBOL,
                                 "description": "case-insensitive; may contain /"},
                                _time_param("from", "earliest window_start"),
-                               _time_param("to", "latest window_start"), _LIMIT],
+                               _time_param("to", "latest window_start"),
+                               {**_LIMIT, "schema": {**_LIMIT["schema"], "maximum": params.TRENDS_MAX_LIMIT}},
+                               {"name": "interval", "in": "query", "required": False,
+                                "description": "bar length: the pipeline's window (default, e.g. 1m) or a multiple "
+                                               "of it, <n>s|m|h|d; longer bars are rolled up from the bars of record",
+                                "schema": {"type": "string",
+                                           "pattern": f"^(?:{params.interval_pattern(window_ms)})$"}}],
                 "responses": {"200": _json("SymbolTrends", "bars; the newest `limit` are kept"),
                               **_errors(400, 404, 503)}}},
             "/api/v1/alerts": {"get": {
@@ -115,8 +126,8 @@ def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
                                    "window_end": _INT}}}}},
             "Trends": {"type": "object", "required": ["trends"], "properties": {
                 "trends": {"type": "array", "items": {"$ref": "#/components/schemas/Bar"}}}},
-            "SymbolTrends": {"type": "object", "required": ["symbol", "trends"], "properties": {
-                "symbol": {"type": "string"},
+            "SymbolTrends": {"type": "object", "required": ["symbol", "interval", "trends"], "properties": {
+                "symbol": {"type": "string"}, "interval": {"type": "string"},
                 "trends": {"type": "array", "items": {"$ref": "#/components/schemas/Bar"}}}},
             "Alerts": {"type": "object", "required": ["alerts"], "properties": {
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}},

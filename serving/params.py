@@ -76,3 +76,47 @@ def parse_alert_type(value: str | None) -> str | None:
     if value not in ALERT_TYPES:
         raise ApiError(400, "bad_type", f"type must be one of {', '.join(ALERT_TYPES)}, got {value[:40]!r}")
     return value
+
+
+# DESIGN.md §7: `<n>s|m|h|d`, a multiple of the pipeline's window. The
+# pattern /openapi.json publishes admits exactly the multiples of the window
+# (so a fuzzer never finds a valid-looking interval refused, or the reverse).
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+TRENDS_MAX_LIMIT = 5000
+
+
+def interval_pattern(window_ms: int) -> str:
+    """The intervals accepted with bars of `window_ms`: every multiple of it, written <n>s|m|h|d (n < 10^6)."""
+    alternatives = []
+    for unit, unit_ms in _UNIT_MS.items():
+        if unit_ms % window_ms == 0:
+            alternatives.append(f"[1-9][0-9]{{0,5}}{unit}")
+        elif window_ms % unit_ms == 0:
+            # The multiples of the window below the next unit that it divides, written in this unit.
+            step = window_ms // unit_ms
+            upper = next((u for u in _UNIT_MS.values() if u > unit_ms and u % window_ms == 0), 0) // unit_ms
+            counts = range(step, (upper or step * 100) + 1, step)
+            alternatives.append(f"({'|'.join(str(n) for n in counts)}){unit}")
+    return "|".join(f"({a})" for a in alternatives)
+
+
+def parse_interval(value: str | None, window_ms: int) -> tuple[str, int]:
+    """(the interval as written, its length in ms); the window if absent. A multiple of the window only."""
+    if value is None:
+        return interval_name(window_ms), window_ms
+    if not re.fullmatch(interval_pattern(window_ms), value):
+        raise ApiError(400, "bad_interval", f"interval must be a multiple of the bars' window "
+                                            f"({interval_name(window_ms)}) written <n>s, <n>m, <n>h or <n>d "
+                                            f"(like 5m or 1h), got {value[:40]!r}")
+    ms = int(value[:-1]) * _UNIT_MS[value[-1]]
+    if ms % window_ms:    # the pattern admits multiples only: not expected
+        raise ApiError(400, "bad_interval", f"interval must be a multiple of {interval_name(window_ms)}")
+    return value, ms
+
+
+def interval_name(ms: int) -> str:
+    """`ms` written in the largest unit that divides it: 60000 -> "1m"."""
+    for unit in ("d", "h", "m", "s"):
+        if ms % _UNIT_MS[unit] == 0:
+            return f"{ms // _UNIT_MS[unit]}{unit}"
+    return f"{ms}ms"

@@ -20,7 +20,14 @@ SETTINGS: tuple[Setting, ...] = (
     ms.ALERTS_TOPIC,
     Setting("history_hours", mc.SERVING_HISTORY_HOURS, "hours of both topics replayed on start (by record timestamp)",
             type=float),
-    Setting("bars_per_symbol", mc.SERVING_BARS_PER_SYMBOL, "bars (windows) kept in memory per symbol", type=int),
+    Setting("database_url", "", "the store of bars of record and alerts: sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB (empty: SQLite in .cache/data/serving/market.db)"),
+    Setting("history_days", 30.0, "days of bars and alerts the store keeps (older ones are deleted in the background)",
+            type=float),
+    Setting("window_size_s", mc.WINDOW_SIZE_S, "the pipeline's bar length in seconds (intervals are multiples of it)",
+            type=int),
+    Setting("windows_in_memory", 3, "windows of each symbol kept in memory (open windows live only there; "
+            "the bars of record are in the store)", type=int),
     Setting("alerts_kept", mc.SERVING_ALERTS_KEPT, "most recent alerts kept in memory", type=int),
     Setting("ws_queue_bytes", mc.WS_QUEUE_BYTES,
             "bytes a WebSocket client may have waiting before it is closed with 1008", type=int),

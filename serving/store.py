@@ -1,17 +1,20 @@
-"""In-memory market state rebuilt from Kafka: bars by (symbol, window_start), latest bars, alerts.
+"""What REST and WebSocket snapshots read: the live state in memory over the database of record.
 
-The consumer thread writes, request and WebSocket threads read; every method
-takes `lock` for as long as it touches the dictionaries and no longer. The
-hub orders updates against WebSocket snapshots with a lock of its own.
+Memory holds what is live, bounded by symbols, not history: the latest bar
+of every symbol (serving.latest, encoded), the last few windows of each
+symbol as last seen (open windows' EARLY versions are only here: the
+database keeps bars of record), and the most recent alerts. History comes
+from the database (serving.database). serving.updates writes a batch to the
+database first, then applies it here under the hub's lock.
 """
 from __future__ import annotations
 
-import bisect
 import threading
 from collections import OrderedDict
 from typing import Any
 
 from market import codec
+from serving.database import BarDatabase, Rollup
 from serving.latest import LatestBoard
 
 Bar = dict[str, Any]
@@ -33,53 +36,50 @@ def _alert_time(alert: Alert) -> int:
 
 
 class MarketStore:
-    """Bounded state: `bars_per_symbol` windows per symbol and the `alerts_kept` latest alerts."""
+    """The last `windows_per_symbol` windows of each symbol and the `alerts_kept` latest alerts, over `db`."""
 
-    def __init__(self, bars_per_symbol: int, alerts_kept: int) -> None:
+    def __init__(self, db: BarDatabase, windows_per_symbol: int, alerts_kept: int) -> None:
+        self.db = db
         self.lock = threading.RLock()
-        self.bars_per_symbol = max(1, bars_per_symbol)
+        self.windows_per_symbol = max(2, windows_per_symbol)
         self.alerts_kept = max(1, alerts_kept)
-        self._bars: dict[str, dict[int, Bar]] = {}
-        self._starts: dict[str, list[int]] = {}   # sorted window_start per symbol
+        self._windows: dict[str, dict[int, Bar]] = {}     # symbol -> window_start -> latest version seen
         self._alerts: OrderedDict[str, Alert] = OrderedDict()  # arrival order
-        self._bar_count = 0
         self.board = LatestBoard()   # the latest bar of every symbol, encoded (REST and snapshots)
 
-    # --- writes (consumer thread) ----------------------------------------
+    def load(self) -> int:
+        """Start from the database: the newest stored window of every symbol and the latest alerts."""
+        latest = self.db.latest_bars()
+        with self.lock:
+            for bar in latest:
+                symbol = bar["symbol"].upper()
+                self._windows.setdefault(symbol, {})[bar["window_start"]] = bar
+                self.board.offer(symbol, bar, codec.dumps(bar))
+            for alert in reversed(self.db.alerts(limit=self.alerts_kept)):
+                self._alerts[alert["alert_id"]] = alert
+        return len(latest)
+
+    # --- writes (serving.updates, under the hub's lock) ---------------------------------
     def apply_bar(self, bar: Bar, encoded: bytes | None = None) -> bool:
         """Keep `bar` (checked by serving.records) if it is a new window or a newer version; True if kept.
 
         `encoded` is the bar's JSON (made here if None): the latest bar of each
-        symbol is served from it.
+        symbol is served from it. A window older than those kept is "new" here
+        (the database, not memory, decides whether it replaces a stored one).
         """
         symbol, start = bar["symbol"].upper(), bar["window_start"]
         with self.lock:
-            kept = self._apply_bar(symbol, start, bar)
-            if kept:
-                self.board.offer(symbol, bar, codec.dumps(bar) if encoded is None else encoded)
-            return kept
-
-    def _apply_bar(self, symbol: str, start: int, bar: Bar) -> bool:
-        windows = self._bars.setdefault(symbol, {})
-        starts = self._starts.setdefault(symbol, [])
-        current = windows.get(start)
-        if current is not None:
-            if bar_version(bar) <= bar_version(current):
+            windows = self._windows.setdefault(symbol, {})
+            current = windows.get(start)
+            if current is not None and bar_version(bar) <= bar_version(current):
                 return False  # a replayed, re-sent or out-of-order older version
+            if current is None and len(windows) >= self.windows_per_symbol and start < min(windows):
+                return True   # older than memory keeps: stored (if final) and pushed, not kept here
             windows[start] = bar
+            while len(windows) > self.windows_per_symbol:
+                del windows[min(windows)]
+            self.board.offer(symbol, bar, codec.dumps(bar) if encoded is None else encoded)
             return True
-        if len(starts) >= self.bars_per_symbol and start < starts[0]:
-            return False  # older than everything the bound keeps
-        if not starts or start > starts[-1]:
-            starts.append(start)     # the usual case: the next window
-        else:
-            bisect.insort(starts, start)
-        windows[start] = bar
-        self._bar_count += 1
-        while len(starts) > self.bars_per_symbol:
-            del windows[starts.pop(0)]
-            self._bar_count -= 1
-        return True
 
     def apply_alert(self, alert: Alert) -> bool:
         """Keep `alert` (checked by serving.records) unless its alert_id was seen; True if kept."""
@@ -94,8 +94,9 @@ class MarketStore:
 
     # --- reads -------------------------------------------------------------
     def has_symbol(self, symbol: str) -> bool:
-        """True if any bar of `symbol` is kept."""
-        return self.board.get(symbol.upper()) is not None
+        """True if any bar of `symbol` is kept or stored."""
+        symbol = symbol.upper()
+        return self.board.get(symbol) is not None or self.db.has_symbol(symbol)
 
     def latest(self, symbols: set[str] | None = None) -> list[Bar]:
         """The latest version of the newest window of each symbol (all, or those in `symbols`), by symbol."""
@@ -106,39 +107,72 @@ class MarketStore:
         return [{"symbol": b["symbol"].upper(), "close": b.get("close"), "change_pct": b.get("change_pct"),
                  "window_end": b.get("window_end")} for b in self.latest()]
 
-    def bars(self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int) -> list[Bar]:
-        """Bars of `symbol` with start_ms <= window_start <= end_ms, oldest first, the newest `limit` of them."""
-        symbol = symbol.upper()
+    def _live(self, symbol: str, start_ms: int | None, end_ms: int | None) -> list[Bar]:
         with self.lock:
-            starts = self._starts.get(symbol, [])
-            lo = 0 if start_ms is None else bisect.bisect_left(starts, start_ms)
-            hi = len(starts) if end_ms is None else bisect.bisect_right(starts, end_ms)
-            lo = max(lo, hi - limit)
-            windows = self._bars[symbol] if starts else {}
-            return [windows[s] for s in starts[lo:hi]]
+            windows = self._windows.get(symbol, {})
+            return [b for s, b in windows.items()
+                    if (start_ms is None or s >= start_ms) and (end_ms is None or s <= end_ms)]
+
+    def bars(self, symbol: str, start_ms: int | None, end_ms: int | None, limit: int) -> list[Bar]:
+        """Bars of `symbol` with start_ms <= window_start <= end_ms, oldest first, the newest `limit` of them:
+        the stored bars of record, and the latest version of the windows still open."""
+        symbol = symbol.upper()
+        live = self._live(symbol, start_ms, end_ms)
+        merged = {b["window_start"]: b for b in self.db.bars(symbol, start_ms, end_ms, limit)}
+        for bar in live:
+            kept = merged.get(bar["window_start"])
+            if kept is None or bar_version(bar) > bar_version(kept):
+                merged[bar["window_start"]] = bar
+        return [merged[s] for s in sorted(merged)[-limit:]]
+
+    def rollups(self, symbol: str, interval_ms: int, start_ms: int | None, end_ms: int | None,
+                limit: int) -> list[Bar]:
+        """Bars of `interval_ms` (a multiple of the window) rolled up per DESIGN.md §7, oldest first, the newest
+        `limit` whose start is within [start_ms, end_ms]: the database sums the bars of record, and the
+        still-open interval includes the latest version of its open windows."""
+        symbol = symbol.upper()
+        lo = -(2**62) if start_ms is None else -(-start_ms // interval_ms) * interval_ms     # first whole interval
+        hi = 2**62 if end_ms is None else (end_ms // interval_ms) * interval_ms + interval_ms
+        if lo >= hi:
+            return []
+        intervals = {r.start: r for r in self.db.rollups(symbol, interval_ms, lo, hi, limit)}
+        stored_up_to = max((r.last for r in intervals.values()), default=-1)
+        for bar in self._live(symbol, lo, hi - 1):
+            # Only windows the database does not hold yet: the open ones, newer than every stored window.
+            if bar["is_final"] or bar["window_start"] <= stored_up_to:
+                continue
+            start = bar["window_start"] // interval_ms * interval_ms
+            rollup = intervals.get(start)
+            if rollup is None:
+                rollup = intervals[start] = Rollup(symbol, start, start + interval_ms)
+            rollup.add(bar)
+            rollup.final = False
+        return [intervals[s].bar() for s in sorted(intervals)[-limit:]]
 
     def alerts(self, symbol: str | None = None, alert_type: str | None = None,
                since_ms: int | None = None, limit: int = 100,
                symbols: set[str] | None = None) -> list[Alert]:
-        """Kept alerts newest first (by detected_at), filtered by symbol(s), type and detected_at >= since_ms."""
+        """Alerts newest first (by detected_at), filtered by symbol(s), type and detected_at >= since_ms:
+        from the database, or (`symbols`, WebSocket snapshots) from the recent ones in memory."""
+        if symbols is None:
+            return self.db.alerts(symbol, alert_type, since_ms, limit)
         with self.lock:
-            chosen = []
-            for alert in self._alerts.values():
-                sym = alert["symbol"].upper()
-                if symbol is not None and sym != symbol.upper():
-                    continue
-                if symbols is not None and sym not in symbols:
-                    continue
-                if alert_type is not None and alert.get("type") != alert_type:
-                    continue
-                if since_ms is not None and _alert_time(alert) < since_ms:
-                    continue
-                chosen.append(alert)
+            chosen = [a for a in self._alerts.values() if a["symbol"].upper() in symbols
+                      and (alert_type is None or a.get("type") == alert_type)
+                      and (since_ms is None or _alert_time(a) >= since_ms)]
+        chosen.sort(key=_alert_time, reverse=True)
+        return chosen[:limit]
+
+    def recent_alerts(self, limit: int) -> list[Alert]:
+        """The latest alerts in memory, newest first (WebSocket snapshots of "*")."""
+        with self.lock:
+            chosen = list(self._alerts.values())
         chosen.sort(key=_alert_time, reverse=True)
         return chosen[:limit]
 
     def counts(self) -> dict[str, int]:
         """Sizes of the state, for /readyz and logs."""
         with self.lock:
-            return {"symbols": len(self.board), "bars": self._bar_count,
+            live = {"symbols": len(self.board), "bars": sum(len(w) for w in self._windows.values()),
                     "alerts": len(self._alerts)}
+        return live

@@ -12,7 +12,8 @@ from wsproto.utilities import LocalProtocolError
 
 from serving import origins, protocol
 from serving.errors import error_response
-from serving.hub import Client, Hub, SharedSocket, pump, text_frame
+from serving.hub import Client, Hub
+from serving.transport import SharedSocket, pump, text_frame
 from serving.state import state
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ def ws_feed(ws: Any) -> None:
         _subscribe_from_query(hub, client, request.args)
         reader = threading.Thread(target=_read, args=(ws, hub, client), name=f"ws-read-{client.id}", daemon=True)
         reader.start()
-        pump(hub, client, raw_sock.sendall, lambda code, reason: ws.close(reason=code, message=reason),
-             cfg["WS_HEARTBEAT_S"])
+        pump(client.mailbox, raw_sock.sendall, lambda code, reason: ws.close(reason=code, message=reason),
+             lambda: hub.heartbeat(client), cfg["WS_HEARTBEAT_S"], hub.limits.close_grace_s)
     except (ConnectionClosed, OSError, LocalProtocolError):
         pass  # the client went away mid-send or mid-close
     finally:

@@ -1,8 +1,10 @@
-"""Fixtures for serving: an app without Kafka, its test client, and a live threaded server."""
+"""Fixtures for serving: an app without Kafka (its store a SQLite file of its own), its test client,
+and a live threaded server."""
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,10 +21,15 @@ def serving_of(app: Flask) -> ServingState:
     return app.extensions[EXTENSION]
 
 
+def sqlite_url(folder: Path) -> str:
+    """A DATABASE_URL for a new SQLite file in `folder`."""
+    return f"sqlite:///{folder / 'market.db'}"
+
+
 @pytest.fixture
-def app() -> Iterator[Flask]:
-    """An app whose store the test fills directly (no Kafka consumer)."""
-    app = create_app({"TESTING": True, "CONSUME": False})
+def app(tmp_path: Path) -> Iterator[Flask]:
+    """An app whose store the test fills directly (no Kafka consumer), on a SQLite file of its own."""
+    app = create_app({"TESTING": True, "CONSUME": False, "DATABASE_URL": sqlite_url(tmp_path)})
     yield app
     serving_of(app).close()
 
@@ -68,12 +75,16 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server() -> Iterator[Callable[..., LiveServer]]:
-    """Factory: start a live server for `create_app(config)`; all are stopped after the test."""
+def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Factory: start a live server for `create_app(config)` (a new SQLite file each unless config names
+    DATABASE_URL); all are stopped after the test."""
     started: list[LiveServer] = []
 
     def start(config: dict[str, Any] | None = None) -> LiveServer:
-        server = LiveServer(create_app({"TESTING": True, "CONSUME": False, **(config or {})}))
+        folder = tmp_path / f"server{len(started)}"
+        folder.mkdir()
+        server = LiveServer(create_app({"TESTING": True, "CONSUME": False, "DATABASE_URL": sqlite_url(folder),
+                                        **(config or {})}))
         started.append(server)
         return server
 

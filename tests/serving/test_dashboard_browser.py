@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.hub import cut_socket
+from serving.transport import cut_socket
 from tests.conftest import missing_prerequisite
 from tests.serving.cdp import Browser, chromium_path
 from tests.serving.conftest import LiveServer
@@ -35,8 +35,8 @@ def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callabl
         for minute in range(MINUTES):
             # A gentle zig-zag so candles go both ways.
             close = price * (1 + 0.002 * minute + (0.004 if minute % 3 == 0 else -0.002))
-            hub.publish_bar(bar(symbol, minute, round(close, 2), trend="up" if minute % 2 else "down"))
-    hub.publish_alert(alert("NVDA", MINUTES - 1, "volatility", value=4.4,
+            server.state.updates.publish_bar(bar(symbol, minute, round(close, 2), trend="up" if minute % 2 else "down"))
+    server.state.updates.publish_alert(alert("NVDA", MINUTES - 1, "volatility", value=4.4,
                             message="NVDA swung 4.40% within the 1-minute bar"))
 
     browser.navigate(server.url + "/")
@@ -60,8 +60,8 @@ def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callabl
     assert "NVDA swung 4.40%" in browser.wait_for("document.querySelector('#alerts li.critical')?.textContent")
 
     # Live: a new bar and a new alert over the WebSocket, no reload.
-    hub.publish_bar(bar("MSFT", MINUTES, 433.21))
-    hub.publish_alert(alert("TSLA", MINUTES, "volume_spike", value=3.3, message="TSLA volume 3.3x normal"))
+    server.state.updates.publish_bar(bar("MSFT", MINUTES, 433.21))
+    server.state.updates.publish_alert(alert("TSLA", MINUTES, "volume_spike", value=3.3, message="TSLA volume 3.3x normal"))
     browser.wait_for("document.querySelector('#symbols tr[data-symbol=\"MSFT\"] .last').textContent === '433.21'",
                      timeout=5)
     browser.wait_for("document.querySelector('#alerts li')?.textContent.includes('TSLA volume 3.3x')", timeout=5)
@@ -74,7 +74,7 @@ def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callabl
     browser.wait_for("document.body.dataset.connection === 'down'", timeout=5)
     browser.wait_for("document.body.dataset.connection === 'live'", timeout=10)
     browser.wait_for(f"document.querySelectorAll('#symbols tr[data-symbol]').length === {len(SYMBOLS)}")
-    hub.publish_bar(bar("TSLA", MINUTES, 277.77))
+    server.state.updates.publish_bar(bar("TSLA", MINUTES, 277.77))
     browser.wait_for("document.querySelector('#symbols tr[data-symbol=\"TSLA\"] .last').textContent === '277.77'",
                      timeout=5)
     shot = browser.screenshot(ARTIFACTS / "dashboard.png")
@@ -94,7 +94,7 @@ def test_dashboard_with_a_whole_market(browser: Browser, live_server: Callable[.
     for i, symbol in enumerate(symbols):
         change = movers.get(symbol, ((i * 37) % 200 - 100) / 100)
         batch.append(("trends", bar(symbol, 0, 100.0, change_pct=change, volume=1000.0 + (i % 97))))
-    assert hub.publish_many(batch) == count
+    assert server.state.updates.publish_many(batch) == count
 
     browser.navigate(server.url + "/")
     browser.wait_for("document.body.dataset.connection === 'live'")
@@ -116,7 +116,7 @@ def test_dashboard_with_a_whole_market(browser: Browser, live_server: Callable[.
     browser.wait_for("document.querySelectorAll('#symbols tr[data-symbol]').length === 10", timeout=5)
 
     # Live: the searched row updates, and a new largest mover goes to the top.
-    hub.publish_bar(bar("S08645", 1, 123.45, change_pct=-12.0))
+    server.state.updates.publish_bar(bar("S08645", 1, 123.45, change_pct=-12.0))
     browser.wait_for("document.querySelector('#symbols tr[data-symbol=\"S08645\"] .last')?.textContent"
                      " === '123.45'", timeout=5)
     browser.wait_for("document.querySelector('#movers-change li')?.dataset.symbol === 'S08645'", timeout=5)

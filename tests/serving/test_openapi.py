@@ -19,7 +19,7 @@ from tests.serving.samples import BASE_MS, alert, bar
 
 
 def fill(app: Flask) -> None:
-    hub = serving_of(app).hub
+    hub = serving_of(app).updates
     for symbol in ("AAPL", "MSFT", "BTC/USD", "ES=F", "^GSPC"):
         for minute in range(3):
             hub.publish_bar(bar(symbol, minute, 100.0 + minute, pane_index=minute % 2))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import types
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -11,12 +12,12 @@ from flask.testing import FlaskClient
 from market import config as mc
 from serving import params
 from serving.errors import ApiError
-from tests.serving.conftest import serving_of
+from tests.serving.conftest import serving_of, sqlite_url
 from tests.serving.samples import BASE_MS, MINUTE_MS, alert, bar
 
 
 def feed(app: Flask, *records: dict) -> None:
-    hub = serving_of(app).hub
+    hub = serving_of(app).updates
     for record in records:
         if "alert_id" in record:
             hub.publish_alert(record)
@@ -69,6 +70,7 @@ def test_trends_of_symbol_oldest_first_latest_versions(market: Flask, client: Fl
     ("from=2025-11-25T10:31:00%2B01:00&limit=1", [102.5]),
     ("to=2025-11-25T09:30:00", [100.0]),                            # no offset = UTC
     (f"limit={mc.REST_MAX_LIMIT}", [100.0, 101.0, 102.5]),
+    ("limit=5000", [100.0, 101.0, 102.5]),
     ("from=2030-01-01T00:00:00Z", []),
     (f"from={BASE_MS + 1}&to={BASE_MS}", []),                      # an empty range is empty, not an error
     ("from=2025-11-25&to=2025-11-25T09:31", [100.0, 101.0]),       # a date is its midnight UTC
@@ -87,12 +89,20 @@ def test_trends_default_limit_and_symbol_with_slash(app: Flask, client: FlaskCli
     assert trends[-1]["close"] == 50_000.0 + mc.REST_DEFAULT_LIMIT + 19
 
 
-def test_bars_per_symbol_bound(client: FlaskClient) -> None:
+def test_memory_holds_a_few_windows_the_store_all_bars_of_record(tmp_path: Path) -> None:
     from serving import create_app
-    small = create_app({"TESTING": True, "CONSUME": False, "BARS_PER_SYMBOL": 5})
-    feed(small, *[bar("AAPL", m, 100.0 + m) for m in range(8)], bar("AAPL", 0, 1.0))
-    trends = small.test_client().get("/api/v1/trends/AAPL").get_json()["trends"]
-    assert [t["close"] for t in trends] == [103.0, 104.0, 105.0, 106.0, 107.0]
+    small = create_app({"TESTING": True, "CONSUME": False, "WINDOWS_IN_MEMORY": 2,
+                        "DATABASE_URL": sqlite_url(tmp_path)})
+    try:
+        # 8 final windows, an EARLY one still open, and an older version of window 0 (ignored by the store).
+        feed(small, *[bar("AAPL", m, 100.0 + m) for m in range(8)], bar("AAPL", 8, 108.0, pane_index=0),
+             bar("AAPL", 0, 1.0, pane_index=0))
+        trends = small.test_client().get("/api/v1/trends/AAPL").get_json()["trends"]
+        assert [t["close"] for t in trends] == [100.0 + m for m in range(9)]
+        assert trends[-1]["pane"] == "EARLY"
+        assert serving_of(small).store.counts()["bars"] == 2
+    finally:
+        serving_of(small).close()
 
 
 def test_alerts_newest_first_deduplicated(market: Flask, client: FlaskClient) -> None:
@@ -118,7 +128,14 @@ def test_alert_filters(market: Flask, client: FlaskClient, query: str, ids: list
 
 @pytest.mark.parametrize("url, status, code", [
     ("/api/v1/trends/AAPL?limit=0", 400, "bad_limit"),
-    ("/api/v1/trends/AAPL?limit=1001", 400, "bad_limit"),
+    ("/api/v1/trends/AAPL?limit=5001", 400, "bad_limit"),
+    ("/api/v1/alerts?limit=1001", 400, "bad_limit"),
+    ("/api/v1/trends/AAPL?interval=90s", 400, "bad_interval"),             # not a multiple of the 1m window
+    ("/api/v1/trends/AAPL?interval=0m", 400, "bad_interval"),
+    ("/api/v1/trends/AAPL?interval=5", 400, "bad_interval"),
+    ("/api/v1/trends/AAPL?interval=1w", 400, "bad_interval"),
+    ("/api/v1/trends/AAPL?interval=", 400, "bad_interval"),
+    ("/api/v1/trends/AAPL?interval=%D9%A5m", 400, "bad_interval"),
     ("/api/v1/trends/AAPL?limit=ten", 400, "bad_limit"),
     ("/api/v1/trends/AAPL?from=yesterday", 400, "bad_from"),
     ("/api/v1/trends/AAPL?to=2025-13-45", 400, "bad_to"),

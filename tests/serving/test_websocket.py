@@ -54,8 +54,8 @@ def close_code(ws: websocket.WebSocket) -> int:
 def server(live_server: Callable[..., LiveServer]) -> LiveServer:
     server = live_server({"WS_HEARTBEAT_S": 30})
     for symbol, close in (("AAPL", 190.0), ("MSFT", 410.0), ("NVDA", 120.0)):
-        server.state.hub.publish_bar(bar(symbol, 0, close))
-    server.state.hub.publish_alert(alert("AAPL", 0))
+        server.state.updates.publish_bar(bar(symbol, 0, close))
+    server.state.updates.publish_alert(alert("AAPL", 0))
     return server
 
 
@@ -69,11 +69,11 @@ def test_welcome_subscribe_snapshot_and_live(server: LiveServer) -> None:
     assert [(b["symbol"], b["close"]) for b in snapshot["data"]] == [("AAPL", 190.0), ("MSFT", 410.0)]
 
     hub = server.state.hub
-    hub.publish_bar(bar("NVDA", 1, 121.0))           # not subscribed
-    hub.publish_bar(bar("MSFT", 1, 411.0, pane_index=0))
-    hub.publish_bar(bar("MSFT", 1, 411.5, pane_index=1))
-    hub.publish_bar(bar("MSFT", 1, 400.0, pane_index=0))   # stale version: not pushed
-    hub.publish_alert(alert("MSFT", 1))              # alerts channel not subscribed
+    server.state.updates.publish_bar(bar("NVDA", 1, 121.0))           # not subscribed
+    server.state.updates.publish_bar(bar("MSFT", 1, 411.0, pane_index=0))
+    server.state.updates.publish_bar(bar("MSFT", 1, 411.5, pane_index=1))
+    server.state.updates.publish_bar(bar("MSFT", 1, 400.0, pane_index=0))   # stale version: not pushed
+    server.state.updates.publish_alert(alert("MSFT", 1))              # alerts channel not subscribed
     first, second = recv(ws), recv(ws)
     assert (first["type"], first["data"]["close"], first["data"]["pane_index"]) == ("trend", 411.0, 0)
     assert (second["type"], second["data"]["close"]) == ("trend", 411.5)
@@ -81,8 +81,8 @@ def test_welcome_subscribe_snapshot_and_live(server: LiveServer) -> None:
 
     send(ws, {"action": "unsubscribe", "channel": "trends", "symbols": ["MSFT"]})
     assert recv(ws) == {"type": "unsubscribed", "channel": "trends", "symbols": ["MSFT"]}
-    hub.publish_bar(bar("MSFT", 2, 412.0))
-    hub.publish_bar(bar("AAPL", 2, 191.0))
+    server.state.updates.publish_bar(bar("MSFT", 2, 412.0))
+    server.state.updates.publish_bar(bar("AAPL", 2, 191.0))
     assert recv(ws)["data"]["symbol"] == "AAPL"
     ws.close()
 
@@ -94,9 +94,9 @@ def test_alerts_channel_snapshot_and_push(server: LiveServer) -> None:
     assert recv(ws)["type"] == "subscribed"
     snapshot = recv(ws)
     assert snapshot["channel"] == "alerts" and [a["symbol"] for a in snapshot["data"]] == ["AAPL"]
-    server.state.hub.publish_bar(bar("AAPL", 5, 200.0))    # trends not subscribed
-    server.state.hub.publish_alert(alert("NVDA", 3, "volume_spike", value=6.5))
-    server.state.hub.publish_alert(alert("NVDA", 3, "volume_spike", value=6.5))   # duplicate id
+    server.state.updates.publish_bar(bar("AAPL", 5, 200.0))    # trends not subscribed
+    server.state.updates.publish_alert(alert("NVDA", 3, "volume_spike", value=6.5))
+    server.state.updates.publish_alert(alert("NVDA", 3, "volume_spike", value=6.5))   # duplicate id
     message = recv(ws)
     assert message["type"] == "alert" and message["data"]["alert_id"] == f"NVDA:{BASE_MS + 180_000}:volume_spike"
     assert_silent(ws)
@@ -111,12 +111,12 @@ def test_wildcard_minus_unsubscribed_symbol(server: LiveServer) -> None:
     assert len(recv(ws)["data"]) == 3
     send(ws, {"action": "unsubscribe", "channel": "trends", "symbols": ["NVDA"]})
     recv(ws)
-    server.state.hub.publish_bar(bar("NVDA", 1, 1.0))
-    server.state.hub.publish_bar(bar("ZZZ", 1, 2.0))     # a symbol first seen now is included
+    server.state.updates.publish_bar(bar("NVDA", 1, 1.0))
+    server.state.updates.publish_bar(bar("ZZZ", 1, 2.0))     # a symbol first seen now is included
     assert recv(ws)["data"]["symbol"] == "ZZZ"
     send(ws, {"action": "unsubscribe", "channel": "trends", "symbols": ["*"]})
     recv(ws)
-    server.state.hub.publish_bar(bar("ZZZ", 2, 3.0))
+    server.state.updates.publish_bar(bar("ZZZ", 2, 3.0))
     assert_silent(ws)
     ws.close()
 
@@ -141,7 +141,7 @@ def test_query_string_subscription(server: LiveServer) -> None:
     assert recv(ws)["type"] == "welcome"
     assert recv(ws) == {"type": "subscribed", "channel": "trends", "symbols": ["NVDA", "AAPL"]}
     assert [b["symbol"] for b in recv(ws)["data"]] == ["AAPL", "NVDA"]
-    server.state.hub.publish_bar(bar("NVDA", 1, 122.0))
+    server.state.updates.publish_bar(bar("NVDA", 1, 122.0))
     assert recv(ws)["data"]["close"] == 122.0
     ws.close()
     bad = connect(server, "?channel=weather")
@@ -158,9 +158,9 @@ def test_two_clients_different_subscriptions_in_order(server: LiveServer) -> Non
             recv(ws)
     hub = server.state.hub
     for minute in range(1, 41):
-        hub.publish_bar(bar("AAPL", minute, 190.0 + minute))
-        hub.publish_bar(bar("MSFT", minute, 410.0 + minute))
-    hub.publish_alert(alert("MSFT", 7))
+        server.state.updates.publish_bar(bar("AAPL", minute, 190.0 + minute))
+        server.state.updates.publish_bar(bar("MSFT", minute, 410.0 + minute))
+    server.state.updates.publish_alert(alert("MSFT", 7))
     assert [recv(a)["data"]["close"] for _ in range(40)] == [190.0 + m for m in range(1, 41)]
     assert [recv(b)["data"]["close"] for _ in range(40)] == [410.0 + m for m in range(1, 41)]
     assert recv(b)["type"] == "alert"
@@ -208,7 +208,7 @@ def test_slow_client_closed_1008_fast_client_unaffected(live_server: Callable[..
     reader.start()
     started = time.monotonic()
     for minute in range(total):
-        hub.publish_bar(bar("AAPL", minute, 100.0 + minute, note="x" * 1000))
+        server.state.updates.publish_bar(bar("AAPL", minute, 100.0 + minute, note="x" * 1000))
         if minute % 10 == 9:
             time.sleep(0.01)   # a feed comes in bursts, not as one 400-bar block
     reader.join(10)
@@ -236,7 +236,7 @@ def test_unread_slow_client_is_cut_after_grace(live_server: Callable[..., LiveSe
     slow = connect(server, "?channel=trends&symbols=*", sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
     time.sleep(0.2)
     for minute in range(300):
-        server.state.hub.publish_bar(bar("AAPL", minute, 1.0 + minute, note="x" * 400))
+        server.state.updates.publish_bar(bar("AAPL", minute, 1.0 + minute, note="x" * 400))
     # The server thread blocked in send() is released by the cut; the connection then ends.
     deadline = time.monotonic() + 5
     while server.state.metrics.ws_clients._value.get() != 0 and time.monotonic() < deadline:
@@ -259,7 +259,7 @@ def test_batch_is_coalesced_per_client_but_arrives_as_separate_messages(server: 
     batch = [("trends", bar("AAPL", 1, 191.0)), ("trends", bar("MSFT", 1, 411.0)),
              ("alerts", alert("MSFT", 1)), ("trends", bar("AAPL", 1, 150.0, pane_index=0)),   # stale: dropped
              ("trends", bar("MSFT", 2, 412.0))]
-    assert server.state.hub.publish_many(batch) == 4
+    assert server.state.updates.publish_many(batch) == 4
     got = [recv(both) for _ in range(4)]
     assert [(m["type"], m["data"]["symbol"]) for m in got] == [
         ("trend", "AAPL"), ("trend", "MSFT"), ("alert", "MSFT"), ("trend", "MSFT")]

@@ -87,7 +87,7 @@ def test_max_symbols_per_client(live_server: Callable[..., LiveServer]) -> None:
     send(ws, {"action": "subscribe", "channel": "trends", "symbols": ["A", "B", "C", "D"]})
     message = recv(ws)
     assert message["type"] == "error" and "at most 3 symbols" in message["message"]
-    server.state.hub.publish_bar(bar("A", 0, 1.0))
+    server.state.updates.publish_bar(bar("A", 0, 1.0))
     assert_silent(ws)                                   # the refused subscription did not half-happen
     send(ws, {"action": "subscribe", "channel": "trends", "symbols": ["A", "B", "a"]})   # 2 after de-duplication
     assert recv(ws) == {"type": "subscribed", "channel": "trends", "symbols": ["A", "B"]}
@@ -141,8 +141,8 @@ def test_mailbox_is_bounded_in_bytes(live_server: Callable[..., LiveServer]) -> 
             recv(ws)
     hub = server.state.hub
     for minute in range(40):     # nobody reads: everything beyond the kernel buffers waits in the mailbox
-        hub.publish_bar(bar("BIG", minute, 1.0 + minute, note="x" * 2000))
-        hub.publish_bar(bar("SMALL", minute, 1.0 + minute))
+        server.state.updates.publish_bar(bar("BIG", minute, 1.0 + minute, note="x" * 2000))
+        server.state.updates.publish_bar(bar("SMALL", minute, 1.0 + minute))
     assert hub.client_count() == 1 and server.state.metrics.ws_overflows._value.get() == 1
     types = []
     while True:
@@ -207,7 +207,7 @@ def test_every_frame_is_whole_while_pings_and_fan_out_share_the_socket(
     for reader in readers:
         reader.start()
     for minute in range(total):
-        server.state.hub.publish_bar(bar("AAPL", minute, minute + 1.0, note="y" * 4000))
+        server.state.updates.publish_bar(bar("AAPL", minute, minute + 1.0, note="y" * 4000))
         if minute % 10 == 9:
             time.sleep(0.02)     # a feed comes in bursts (~2 s in all): pings fall between and inside them
     for reader in readers:
