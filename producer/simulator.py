@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import operator
-import random
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,10 @@ TRADING_YEAR_S = 252 * 6.5 * 3600
 # this factor for this long, so volume spikes come with price jumps.
 JUMP_VOLUME_FACTOR = 6.0
 JUMP_VOLUME_BURST_S = 45.0
+
+# Jumps draw from a generator of their own (seeded with the seed and this), so
+# switching them on or off leaves the rest of the market's draws as they were.
+_JUMP_STREAM = 0x6A756D70
 
 
 class SymbolSpec(NamedTuple):
@@ -173,8 +176,9 @@ class TickSimulator:
         self.jump_size = jump_size_pct / 100.0
         # numpy draws the per-tick random numbers and does the arithmetic of a
         # block at once; jumps are rare and come from their own generator.
-        self._np = np.random.default_rng(seed)
-        self._jump_rng = random.Random(f"jumps:{seed}")
+        root = np.random.SeedSequence(seed)   # seed None: fresh entropy
+        self._np = np.random.default_rng(root)
+        self._jump_rng = np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(_JUMP_STREAM,)))
         names, prices, vols, weights, size_medians, decimals = zip(*specs)
         n = len(specs)
         if min(weights) < 0 or not sum(weights) > 0:
@@ -189,7 +193,7 @@ class TickSimulator:
         self._seqs = np.full(n, self.seq_base, dtype=np.int64)
         self._last_ms = np.full(n, self.start_ms, dtype=np.int64)
         self._burst_until = np.full(n, -1.0)
-        self._next_jump_ms = (self.start_ms + self._np.exponential(60_000.0 / jump_rate_per_min, n)
+        self._next_jump_ms = (self.start_ms + self._jump_rng.exponential(60_000.0 / jump_rate_per_min, n)
                               if jump_rate_per_min else np.full(n, math.inf))
         self._sigma = np.asarray(vols, dtype=float) / math.sqrt(TRADING_YEAR_S)
         self._log_size = np.log(np.asarray(size_medians, dtype=float))
@@ -228,10 +232,6 @@ class TickSimulator:
 
     def __next__(self) -> dict[str, Any]:
         return next(self._gen)
-
-    def _draw_next_jump(self, after_ms: int) -> float:
-        """Event time of a symbol's next jump: jumps form a Poisson process per symbol."""
-        return after_ms + self._jump_rng.expovariate(self.jump_rate_per_min) * 60_000.0
 
     def _generate(self) -> Iterator[dict[str, Any]]:
         while True:
@@ -276,15 +276,18 @@ class TickSimulator:
         previous[1:] = ts[:-1]
         previous[starts] = self._last_ms[owners]
         dt_s = (ts - previous) / 1000.0
-        sigma = self._sigma[sym]
+        # Per-symbol values are read once per symbol of the block, then spread
+        # over its run: few reads from the (large) state arrays.
+        sigma = self._sigma[owners][run]
         step = sigma * (np.sqrt(dt_s) * z_price[order] - 0.5 * sigma * dt_s)   # log return since the last tick
-        burst_until = self._burst_until[sym]
-        jumps_at = self._jumps(ts, run, ends, owners, step, burst_until) if self.jump_rate_per_min else []
+        burst_until = self._burst_until[owners][run]
+        jumps_at = (self._jumps(ts, run, ends, owners, step, burst_until) if self.jump_rate_per_min
+                    else np.empty(0, dtype=np.int64))
         path = np.cumsum(step)
-        path -= np.repeat(path[starts] - step[starts], counts)
-        price = self._prices[sym] * np.exp(path)
-        seq = self._seqs[sym] + (np.arange(size) - np.repeat(starts, counts)) + 1
-        trade = np.exp(self._log_size[sym] + z_size[order])
+        path -= (path[starts] - step[starts])[run]
+        price = self._prices[owners][run] * np.exp(path)
+        seq = (self._seqs[owners] - starts + 1)[run] + np.arange(size)
+        trade = np.exp(self._log_size[owners][run] + z_size[order])
         trade[ts < burst_until] *= JUMP_VOLUME_FACTOR
 
         self._prices[owners] = price[last]
@@ -315,30 +318,35 @@ class TickSimulator:
                                          stamps.tolist(), seq[in_stream].tolist())]
 
     def _jumps(self, ts: np.ndarray, run: np.ndarray, ends: np.ndarray, owners: np.ndarray, step: np.ndarray,
-               burst_until: np.ndarray) -> list[int]:
+               burst_until: np.ndarray) -> np.ndarray:
         """Apply the block's jumps to `step` and `burst_until` (by symbol order); returns where they are.
 
         A symbol jumps at its first tick at or after its next jump time, then
-        draws the next one from there, so a block may hold several of its jumps.
+        draws the next one from there, so a block may hold several of its
+        jumps: each round takes every symbol's first due tick at once, and
+        only ticks due in a round can be due in the next.
         """
-        next_jump = self._next_jump_ms[np.repeat(owners, np.diff(np.append(0, ends)))]
-        jumped = np.zeros(len(ts), dtype=bool)
-        at: list[int] = []
+        next_jump = self._next_jump_ms[owners][run]
+        due = np.flatnonzero(ts >= next_jump)
+        if not due.size:
+            return due
         rng = self._jump_rng
         burst_ms = JUMP_VOLUME_BURST_S * 1000.0
-        while True:
-            hits = np.flatnonzero((ts >= next_jump) & ~jumped)
-            if not hits.size:
-                break
-            firsts = hits[np.append(True, run[hits[1:]] != run[hits[:-1]])]   # the first hit of each symbol
-            for k in firsts.tolist():
-                when = int(ts[k])
-                end = int(ends[run[k]])
-                size = abs(rng.gauss(self.jump_size, self.jump_size / 4))
-                step[k] += size if rng.random() < 0.5 else -size
-                jumped[k] = True
-                next_jump[k:end] = self._draw_next_jump(when)
-                burst_until[k:end] = when + burst_ms
-                at.append(k)
+        mean_gap_ms = 60_000.0 / self.jump_rate_per_min
+        rounds = []
+        while due.size:
+            first = np.append(True, run[due[1:]] != run[due[:-1]])
+            at = due[first]
+            size = np.abs(rng.normal(self.jump_size, self.jump_size / 4, at.size))
+            step[at] += np.where(rng.random(at.size) < 0.5, size, -size)
+            when = ts[at]
+            for k, end, following, burst in zip(at.tolist(), ends[run[at]].tolist(),
+                                                (when + rng.exponential(mean_gap_ms, at.size)).tolist(),
+                                                (when + burst_ms).tolist()):
+                next_jump[k:end] = following
+                burst_until[k:end] = burst
+            rounds.append(at)
+            due = due[~first]
+            due = due[ts[due] >= next_jump[due]]
         self._next_jump_ms[owners] = next_jump[ends - 1]
-        return at
+        return np.concatenate(rounds)
