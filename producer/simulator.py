@@ -335,18 +335,23 @@ class TickSimulator:
         mean_gap_ms = 60_000.0 / self.jump_rate_per_min
         rounds = []
         while due.size:
-            first = np.append(True, run[due[1:]] != run[due[:-1]])
+            first = np.empty(due.size, dtype=bool)
+            first[0] = True
+            np.not_equal(run[due[1:]], run[due[:-1]], out=first[1:])
             at = due[first]
-            size = np.abs(rng.normal(self.jump_size, self.jump_size / 4, at.size))
-            step[at] += np.where(rng.random(at.size) < 0.5, size, -size)
+            n = at.size
+            z, u = rng.standard_normal(n), rng.random(2 * n)
+            size = np.abs(self.jump_size * (1.0 + 0.25 * z))   # ~N(size, size / 4), either way
+            step[at] += np.where(u[:n] < 0.5, size, -size)
             when = ts[at]
-            for k, end, following, burst in zip(at.tolist(), ends[run[at]].tolist(),
-                                                (when + rng.exponential(mean_gap_ms, at.size)).tolist(),
-                                                (when + burst_ms).tolist()):
-                next_jump[k:end] = following
+            following = when - mean_gap_ms * np.log1p(-u[n:])  # Poisson process: exponential gaps
+            for k, end, later, burst in zip(at.tolist(), ends[run[at]].tolist(), following.tolist(),
+                                            (when + burst_ms).tolist()):
+                next_jump[k:end] = later
                 burst_until[k:end] = burst
             rounds.append(at)
             due = due[~first]
             due = due[ts[due] >= next_jump[due]]
-        self._next_jump_ms[owners] = next_jump[ends - 1]
+        jumped = run[np.concatenate(rounds)]
+        self._next_jump_ms[owners[jumped]] = next_jump[ends[jumped] - 1]
         return np.concatenate(rounds)
