@@ -108,7 +108,8 @@ WITH w AS (
   FROM bars WHERE symbol = ? AND window_start >= ? AND window_start < ?
 )
 SELECT bucket, min(first_open), min(last_close), max(high), min(low), sum(volume), sum(tick_count),
-       sum(vwap * volume), sum(average_price * tick_count), max(is_volatility_anomaly), max(last_tick_ms),
+       sum(vwap * volume), sum(average_price * tick_count),
+       max(CASE WHEN is_volatility_anomaly THEN 1 ELSE 0 END), max(last_tick_ms),
        max(emitted_at), min(window_start), max(window_start)
 FROM w GROUP BY bucket ORDER BY bucket DESC LIMIT ?
 """
@@ -157,7 +158,9 @@ class Rollup:
     @classmethod
     def from_row(cls, symbol: str, interval_ms: int, row: Sequence[Any]) -> Rollup:
         r = cls(symbol, row[0], row[0] + interval_ms)
-        (r.open, r.close, r.high, r.low, r.volume, r.ticks, r.pv, r.pt) = row[1:9]
+        # PostgreSQL sums a BIGINT as NUMERIC (a Decimal): plain numbers here.
+        r.open, r.close, r.high, r.low, r.volume, r.pv, r.pt = (float(v) for v in (*row[1:6], *row[7:9]))
+        r.ticks = int(row[6])
         r.anomaly, r.last_tick_ms, r.emitted_at, r.first, r.last = bool(row[9]), row[10], row[11], row[12], row[13]
         return r
 
