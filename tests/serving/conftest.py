@@ -21,6 +21,10 @@ def serving_of(app: Flask) -> ServingState:
     return app.extensions[EXTENSION]
 
 
+# The samples' bars are of 2025: a test app keeps them (retention runs 5 s after start).
+KEEP_EVERYTHING = {"HISTORY_DAYS": 365_000.0}
+
+
 def sqlite_url(folder: Path) -> str:
     """A DATABASE_URL for a new SQLite file in `folder`."""
     return f"sqlite:///{folder / 'market.db'}"
@@ -29,7 +33,7 @@ def sqlite_url(folder: Path) -> str:
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[Flask]:
     """An app whose store the test fills directly (no Kafka consumer), on a SQLite file of its own."""
-    app = create_app({"TESTING": True, "CONSUME": False, "DATABASE_URL": sqlite_url(tmp_path)})
+    app = create_app({"TESTING": True, "CONSUME": False, "DATABASE_URL": sqlite_url(tmp_path), **KEEP_EVERYTHING})
     yield app
     serving_of(app).close()
 
@@ -84,7 +88,7 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         folder = tmp_path / f"server{len(started)}"
         folder.mkdir()
         server = LiveServer(create_app({"TESTING": True, "CONSUME": False, "DATABASE_URL": sqlite_url(folder),
-                                        **(config or {})}))
+                                        **KEEP_EVERYTHING, **(config or {})}))
         started.append(server)
         return server
 

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from market import config as mc
 from serving import params
 from serving.errors import ApiError
-from tests.serving.conftest import serving_of, sqlite_url
+from tests.serving.conftest import KEEP_EVERYTHING, serving_of, sqlite_url
 from tests.serving.samples import BASE_MS, MINUTE_MS, alert, bar
 
 
@@ -91,7 +91,7 @@ def test_trends_default_limit_and_symbol_with_slash(app: Flask, client: FlaskCli
 
 def test_memory_holds_a_few_windows_the_store_all_bars_of_record(tmp_path: Path) -> None:
     from serving import create_app
-    small = create_app({"TESTING": True, "CONSUME": False, "WINDOWS_IN_MEMORY": 2,
+    small = create_app({"TESTING": True, "CONSUME": False, "WINDOWS_IN_MEMORY": 2, **KEEP_EVERYTHING,
                         "DATABASE_URL": sqlite_url(tmp_path)})
     try:
         # 8 final windows, an EARLY one still open, and an older version of window 0 (ignored by the store).

@@ -14,7 +14,7 @@ from flask import Flask
 
 from serving import create_app
 from serving.database import BarDatabase, SchemaMismatch, open_database
-from tests.serving.conftest import serving_of
+from tests.serving.conftest import KEEP_EVERYTHING, serving_of
 from tests.serving.samples import BASE_MS, MINUTE_MS, alert, bar
 
 
@@ -138,7 +138,7 @@ def reference_rollup(bars: list[dict[str, Any]], interval_ms: int) -> dict[int, 
 
 @pytest.fixture
 def app_on(database_url: str) -> Iterator[Flask]:
-    app = create_app({"TESTING": True, "CONSUME": False, "DATABASE_URL": database_url})
+    app = create_app({"TESTING": True, "CONSUME": False, "DATABASE_URL": database_url, **KEEP_EVERYTHING})
     yield app
     serving_of(app).close()
 
