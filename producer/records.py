@@ -37,19 +37,13 @@ class Record(NamedTuple):
     timestamp_ms: int
 
 
-_key_cache: dict[str, bytes] = {}
-
-
 def symbol_key(symbol: str) -> bytes:
-    """The Kafka key of a symbol: its UTF-8 bytes (cached: the universe is small)."""
-    key = _key_cache.get(symbol)
-    if key is None:
-        key = symbol.encode("utf-8")
-        if len(_key_cache) < 10_000:
-            _key_cache[symbol] = key
-    return key
+    """The Kafka key of a symbol: its UTF-8 bytes."""
+    return symbol.encode("utf-8")
 
 
 def tick_record(tick: dict[str, Any], kind: str = KIND_TICK) -> Record:
     """Encode a tick as DESIGN.md §2–§3 say: keyed by symbol, record timestamp = event time."""
-    return Record(kind, symbol_key(tick["symbol"]), codec.dumps(tick), tick["timestamp"])
+    # Encoded each time: a cache of keys costs more than encoding a short
+    # ASCII name, and more still for a market of 10,000 names.
+    return Record(kind, tick["symbol"].encode("utf-8"), codec.dumps(tick), tick["timestamp"])
