@@ -25,6 +25,9 @@ const state = {
   matches: 0,                  // symbols matching the search
   query: "",
   selected: null,
+  interval: "1m",              // the chart's bar length; other than the window: rolled up by the server
+  rolled: null,                // {symbol, interval, bars} of the chart when interval is not the window
+  window: "1m",
   alerts: [],
   alertIds: new Set(),
   alertsDirty: false,
@@ -83,6 +86,35 @@ function upsertBar(bar) {
   return changed;
 }
 
+// The chart's bars: the window's own (live) or the server's rollup, whose newest interval the feed extends.
+function chartBars() {
+  if (!state.selected) return [];
+  if (state.interval === state.window) return sortedBars(state.selected);
+  const r = state.rolled;
+  return r && r.symbol === state.selected && r.interval === state.interval ? r.bars : [];
+}
+
+async function loadRollup() {
+  const symbol = state.selected, interval = state.interval;
+  if (!symbol || interval === state.window) return;
+  try {
+    const resp = await fetch(`/api/v1/trends/${encodeURIComponent(symbol)}?interval=${interval}&limit=${HISTORY_BARS}`);
+    if (!resp.ok) return;
+    const body = await resp.json();
+    if (symbol === state.selected && interval === state.interval) {
+      state.rolled = { symbol, interval, bars: body.trends };
+      drawChart();
+    }
+  } catch (err) { /* next refresh */ }
+}
+
+// A live bar of the charted symbol extends the rollup's newest interval: ask again, at most every 2 s.
+let rollupTimer = null;
+function refreshRollupSoon() {
+  if (rollupTimer !== null) return;
+  rollupTimer = setTimeout(() => { rollupTimer = null; loadRollup(); }, 2000);
+}
+
 function sortedBars(symbol) {
   const windows = state.history.get(symbol);
   if (!windows) { const b = state.latest.get(symbol); return b ? [b] : []; }
@@ -131,7 +163,9 @@ function render() {
     const row = rowOf(symbol);
     if (row) renderRow(row, symbol, true);
   }
-  if (state.selected && state.dirty.has(state.selected)) drawChart();
+  if (state.selected && state.dirty.has(state.selected)) {
+    if (state.interval === state.window) drawChart(); else refreshRollupSoon();
+  }
   state.dirty.clear();
   if (state.moversStale) renderMovers();
   if (state.alertsDirty) renderAlerts();
@@ -273,7 +307,18 @@ function select(symbol) {
   rowOf(symbol)?.classList.add("selected");
   $("#chart-title").textContent = symbol;
   loadHistory(symbol);
+  state.rolled = null;
+  loadRollup();
   drawChart();
+}
+
+function setInterval_(interval) {
+  state.interval = interval;
+  document.querySelectorAll("#intervals button").forEach((b) => b.classList.toggle("active", b.dataset.interval === interval));
+  $("#chart-caption").textContent = `${interval} bars: OHLC and VWAP`;
+  state.rolled = null;
+  drawChart();
+  loadRollup();
 }
 
 function drawChart() {
@@ -284,9 +329,10 @@ function drawChart() {
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.clearRect(0, 0, cssW, cssH);
-  const bars = state.selected ? sortedBars(state.selected) : [];
+  const bars = chartBars();
   canvas.dataset.bars = bars.length;
   canvas.dataset.symbol = state.selected || "";
+  canvas.dataset.interval = state.interval;
   if (!bars.length) return;
   const left = 8, right = 64, top_ = 10, bottom = 24;
   const plotW = cssW - left - right, plotH = cssH - top_ - bottom;
@@ -305,7 +351,8 @@ function drawChart() {
     ctx.fillText(fmt(v), left + plotW + 6, yy + 4);
   }
   const every = Math.max(1, Math.ceil(bars.length / 8));
-  bars.forEach((b, i) => { if (i % every === 0) ctx.fillText(hhmm(b.window_start), x(i) - 14, cssH - 6); });
+  const label = state.interval.endsWith("d") ? (ms) => new Date(ms).toISOString().slice(5, 10) : hhmm;
+  bars.forEach((b, i) => { if (i % every === 0) ctx.fillText(label(b.window_start), x(i) - 14, cssH - 6); });
 
   const body = Math.max(1, Math.min(14, step * 0.6));
   bars.forEach((b, i) => {                 // candles: wick high-low, body open-close
@@ -400,6 +447,9 @@ function handle(msg) {
     default: break;   // subscribed, heartbeat, pong
   }
 }
+
+// --- interval picker -------------------------------------------------------------
+document.querySelectorAll("#intervals button").forEach((b) => b.addEventListener("click", () => setInterval_(b.dataset.interval)));
 
 // --- search -------------------------------------------------------------------
 $("#search").addEventListener("input", (event) => {

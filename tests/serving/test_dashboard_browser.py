@@ -68,6 +68,13 @@ def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callabl
     browser.evaluate("document.querySelector('#symbols tr[data-symbol=\"MSFT\"]').click()")
     assert browser.wait_for("document.querySelector('#chart').dataset.symbol") == "MSFT"
     assert browser.evaluate("Number(document.querySelector('#chart').dataset.bars)") == MINUTES + 1
+    # The interval picker: 5-minute bars rolled up by the server (41 minutes from 09:30: 9 intervals).
+    browser.evaluate("document.querySelector('#intervals button[data-interval=\"5m\"]').click()")
+    browser.wait_for("document.querySelector('#chart').dataset.interval === '5m' && "
+                     "Number(document.querySelector('#chart').dataset.bars) === 9", timeout=5)
+    assert "5m bars" in browser.evaluate("document.querySelector('#chart-caption').textContent")
+    browser.evaluate("document.querySelector('#intervals button[data-interval=\"1m\"]').click()")
+    browser.wait_for(f"Number(document.querySelector('#chart').dataset.bars) === {MINUTES + 1}", timeout=5)
     # A dropped connection: the page says so, reconnects by itself and resumes.
     for client in list(hub._clients.values()):
         cut_socket(client.mailbox.sock)()
