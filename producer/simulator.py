@@ -252,7 +252,7 @@ class TickSimulator:
         # One uniform per tick picks a symbol: its integer part (scaled) the
         # alias column, its fraction the side.
         column = rng.random(size) * len(self._keep)
-        picks = column.astype(np.int64)
+        picks = np.minimum(column.astype(np.int64), len(self._keep) - 1)   # u * n may round up to n
         picks = np.where(column - picks < self._keep[picks], picks, self._alias[picks])
         z_price = rng.standard_normal(size)
         z_size = rng.standard_normal(size)

@@ -26,10 +26,10 @@ from producer.simulator import DEFAULT_SYMBOLS, DEFAULT_UNIVERSE, SymbolSpec, un
 MAX_SYMBOL_COUNT = 1_000_000
 """Above this a universe is a typo, not a market (a million names take a few seconds to make)."""
 
+# Activity: the instrument of rank r (1-based) weighs (r + ZIPF_OFFSET) ** -ZIPF_EXPONENT. The offset
+# keeps the head plausible: with 1 / r the top name of 10,000 would print one tick in ten.
 ZIPF_EXPONENT = 1.0
 ZIPF_OFFSET = 5.0
-"""Weight of rank r (1-based) is (r + ZIPF_OFFSET) ** -ZIPF_EXPONENT. The offset keeps the head
-plausible: with 1 / r the top name of 10,000 would print one tick in ten."""
 
 # The made-up instruments come from this stream, in blocks of candidates;
 # changing either constant renames every made-up instrument.
