@@ -10,6 +10,15 @@ Loopback only, bounded loops; topics are deleted at the end.
 
     .venv/bin/python benchmarks/serving_bench.py --clients 100,500,1000
 
+`--store N --hours H` measures the store of record (issue 19): it writes
+N symbols x H hours of 1-minute bars of record into a new SQLite file (or
+`--database_url`) in the groups serving.updates writes (bars/s),
+starts serving on it (seconds to ready, resident memory), then runs
+`--rest-concurrency` keep-alive clients for `--rest-seconds` over
+`?interval=1m&limit=1440` and `?interval=1h&from=<24 h ago>` (p50/p99).
+
+    .venv/bin/python benchmarks/serving_bench.py --store 10000 --hours 24
+
 `--universe N` measures instead serving under a whole market live (issue 18):
 N symbols, `--rate` bar versions per second (EARLY panes every second per
 symbol, the ON_TIME pane of every window at its end, as the pipeline emits
@@ -563,6 +572,111 @@ def bench_universe(args: argparse.Namespace) -> int:
     return 0
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_store(args: argparse.Namespace) -> int:
+    """Ingest, restart and interval queries on a store of `--store` symbols x `--hours` (see the module doc)."""
+    from serving.database import SqliteDatabase, open_database
+    from serving.updates import GROUP_ROWS
+
+    folder = ROOT / ".cache" / "bench" / f"store-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    url = args.database_url or f"sqlite:///{folder / 'market.db'}"
+    db = open_database(url)
+    symbols = universe_symbols(args.store)
+    now_ms = int(time.time() * 1000)
+    end = now_ms - now_ms % 60_000
+    minutes = int(args.hours * 60)
+    start = end - minutes * 60_000
+    rng = random.Random(19)
+    price = {s: rng.uniform(5, 500) for s in symbols}
+    written, spent, batch = 0, 0.0, []
+    began = time.monotonic()
+    for m in range(minutes):
+        for symbol in symbols:
+            close = price[symbol] = price[symbol] * (1 + rng.gauss(0, 0.001))
+            batch.append(bar(symbol, m, close, base_ms=start))
+            if len(batch) == GROUP_ROWS:
+                t = time.perf_counter()
+                db.write(batch, [], {("bench", 0): written + len(batch)})
+                spent += time.perf_counter() - t
+                written += len(batch)
+                batch = []
+        if m % 60 == 59:
+            print(f"  wrote {written} bars, {written / spent:.0f} bars/s in the store's write path "
+                  f"({time.monotonic() - began:.0f} s)", flush=True)
+    if batch:
+        db.write(batch, [], {})
+        written += len(batch)
+    size = sum(f.stat().st_size for f in folder.glob("market.db*")) / 1e9 if isinstance(db, SqliteDatabase) else 0
+    db.close()
+    print(f"store: {written} bars of record ({len(symbols)} symbols x {args.hours:g} h) in {db.describe()}: "
+          f"{written / spent:.0f} bars/s in groups of {GROUP_ROWS} with their offsets (serving.updates' "
+          f"groups while catching up); {size:.2f} GB on disk", flush=True)
+    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
+    suffix = uuid.uuid4().hex[:8]
+    trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
+    for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
+                                       for t in (trends, alerts)]).values():
+        future.result()
+    t = time.monotonic()
+    server = Server(args.bootstrap_servers, trends, alerts, threads=64, queue_bytes=args.queue_bytes,
+                    extra_env={"DATABASE_URL": url, "HISTORY_DAYS": "30"})
+    ready = time.monotonic() - t
+    print(f"serving ready {ready:.2f} s after start on that store (gunicorn start included), "
+          f"resident memory {rss_mb(server.worker):.0f} MB", flush=True)
+    try:
+        day_ago = end - 24 * 3_600_000
+        paths = {"1m, limit 1440": [f"/api/v1/trends/{s}?interval=1m&limit=1440" for s in symbols[:200]],
+                 "1h, from 24 h ago": [f"/api/v1/trends/{s}?interval=1h&from={day_ago}" for s in symbols[:200]]}
+        for name, urls in paths.items():
+            latencies: list[float] = []
+            lock = threading.Lock()
+            stop_at = time.monotonic() + args.rest_seconds
+
+            def worker(k: int) -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                mine, i = [], k
+                while time.monotonic() < stop_at:
+                    t0 = time.perf_counter()
+                    conn.request("GET", urls[i % len(urls)])
+                    response = conn.getresponse()
+                    response.read()
+                    assert response.status == 200, response.status
+                    mine.append(time.perf_counter() - t0)
+                    i += args.rest_concurrency
+                with lock:
+                    latencies.extend(mine)
+
+            threads = [threading.Thread(target=worker, args=(k,)) for k in range(args.rest_concurrency)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            print(f"REST  ?interval={name}: {len(latencies)} requests in {args.rest_seconds:g} s "
+                  f"({len(latencies) / args.rest_seconds:.0f}/s, {args.rest_concurrency} clients), "
+                  f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms",
+                  flush=True)
+        print(f"resident memory after the queries {rss_mb(server.worker):.0f} MB; load average {os.getloadavg()[0]:.1f}")
+    finally:
+        server.stop()
+        for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
+            try:
+                future.result()
+            except Exception:
+                pass
+        if not args.keep_store:
+            import shutil
+            shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bootstrap_servers", default=BOOTSTRAP_SERVERS.value())
@@ -586,7 +700,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="--universe: WebSocket clients on 10 symbols each")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the serving process (repeatable)")
+    parser.add_argument("--store", type=int, default=0, help="symbols of a store-of-record benchmark (issue 19)")
+    parser.add_argument("--hours", type=float, default=24.0, help="--store: hours of 1-minute bars per symbol")
+    parser.add_argument("--database_url", default="", help="--store: a PostgreSQL to use instead of a new SQLite file")
+    parser.add_argument("--keep-store", action="store_true", help="--store: keep the database file afterwards")
     args = parser.parse_args(argv)
+    if args.store:
+        return bench_store(args)
     if args.universe:
         if args.rate == 10.0:
             args.rate = float(args.universe)

@@ -160,7 +160,10 @@ class KafkaFeed:
             first = consumer.poll(0.2)
             if first is not None:
                 self._handle([first, *consumer.consume(BATCH, timeout=0)])
+            else:
+                self.updates.flush_if_due()     # a quiet feed still writes its last group
             if not self.replayed and self._caught_up(consumer, targets):
+                self.updates.flush_if_due(force=True)   # ready means stored: history reads the store
                 self.replayed = True
                 log.info("caught up: %s", self.updates.store.counts())
                 self._set("following", broker_up=self.broker_up)

