@@ -99,6 +99,7 @@ TREE_SCAN_EVERY = 5         # CPU samples between two scans of /proc for new des
 # on its topic, whatever the benchmark's reader is doing at that moment.
 BARS_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 READER_BEHIND_MS = 1000     # a reader whose p99 delay behind its topic is above this is falling behind
+FIRST_BAR_TIMEOUT_S = 300   # drain: a system with no bar at all by then is given up on (it is failing)
 
 
 class BenchError(Exception):
@@ -645,17 +646,18 @@ class BarProgress(TopicReader):
         self._pending: list[tuple[tuple[str, int], int, int, int]] = []
         self._resolved_at = -1          # tick_log.count at the last _resolve
         self._new_pending = False
-        # (append time ms of the newest bar of a poll, processed after it):
-        # the 10 % and 90 % marks come from here.
-        self.history: list[tuple[int, int]] = []
+        # Per bar version that added ticks: its append time and the ticks it
+        # added. The 10 % / 90 % marks and "processed at t" come from here
+        # (timeline()), at the resolution of one bar, whatever the polls.
+        self._gain_at = array("q")
+        self._gain = array("q")
         super().__init__(bootstrap, topic, f"compare-bars-{topic}", batch=1000, timeout_s=0.05)
 
     def _handle(self, msgs: list) -> int | None:
         now_ms = int(time.time() * 1000)
-        oldest = newest = None
+        oldest = None
         loads = orjson.loads
         with self.lock:
-            before = self.processed
             for msg in msgs:
                 if msg.error() is None:
                     kind, stamp = msg.timestamp()
@@ -663,11 +665,6 @@ class BarProgress(TopicReader):
                     self._on_bar(loads(msg.value()), appended)
                     if oldest is None or appended < oldest:
                         oldest = appended
-                    if newest is None or appended > newest:
-                        newest = appended
-            if self.processed != before:
-                last = self.history[-1][0] if self.history else newest
-                self.history.append((max(newest, last), self.processed))
             # Only when something could have changed: the pending list
             # grows when the TickLog trails, and each poll would walk it.
             if self._new_pending or (self._pending and self.ticks.count != self._resolved_at):
@@ -684,7 +681,7 @@ class BarProgress(TopicReader):
         key = (bar["symbol"], bar["window_start"])
         count = bar["tick_count"]
         self.bars += 1
-        if self.first_ms is None:
+        if self.first_ms is None or appended < self.first_ms:
             self.first_ms = appended
         if bar.get("is_final"):
             pane = bar.get("pane_index", 0)
@@ -702,6 +699,8 @@ class BarProgress(TopicReader):
             return
         self.covered[key] = count
         self.processed += count - before
+        self._gain_at.append(appended)
+        self._gain.append(count - before)
         if self.ticks is not None:
             self._pending.append((key, before, count, appended))
             self._new_pending = True
@@ -721,16 +720,13 @@ class BarProgress(TopicReader):
                 self.latency_at.extend(array("q", [appended]) * (count - before))
         self._pending = waiting
 
-    def crossed(self, count: float) -> tuple[int, int] | None:
-        """(append time ms, processed) of the first poll of bars that took processed to `count` or more."""
+    def timeline(self) -> "Timeline":
+        """Ticks in bars by append time, as far as this reader has read."""
         with self.lock:
-            return next(((t, n) for t, n in self.history if n >= count), None)
-
-    def processed_at(self, when_ms: float) -> int:
-        """Ticks in bars appended up to `when_ms` (as far as this reader has read)."""
-        with self.lock:
-            i = bisect.bisect_right(self.history, (when_ms, float("inf")))
-            return self.history[i - 1][1] if i else 0
+            at = numpy.array(self._gain_at, dtype=numpy.int64)
+            gain = numpy.array(self._gain, dtype=numpy.int64)
+        order = numpy.argsort(at, kind="stable")
+        return Timeline(at[order], numpy.cumsum(gain[order]))
 
     def final_ticks(self) -> int:
         return self.final_sum
@@ -759,6 +755,28 @@ class BarProgress(TopicReader):
         """Bar versions whose ticks the TickLog has not read yet."""
         with self.lock:
             return len(self._pending)
+
+
+@dataclass
+class Timeline:
+    """Progress by the bars' append times: `at` sorted (ms), `total[i]` ticks in bars appended up to `at[i]`."""
+    at: numpy.ndarray
+    total: numpy.ndarray
+
+    def processed_at(self, when_ms: float) -> int:
+        """Ticks in bars appended up to `when_ms`."""
+        i = int(numpy.searchsorted(self.at, when_ms, side="right"))
+        return int(self.total[i - 1]) if i else 0
+
+    def crossed(self, count: float) -> tuple[int, int] | None:
+        """(append time ms, processed) of the bar that took processed to `count` or more; None before."""
+        i = int(numpy.searchsorted(self.total, count, side="left"))
+        return (int(self.at[i]), int(self.total[i])) if i < len(self.total) else None
+
+    def longest_gap_ms(self, start_ms: float, end_ms: float) -> int:
+        """The longest time between two bars that added ticks, within [start_ms, end_ms]."""
+        times = self.at[(self.at >= start_ms) & (self.at <= end_ms)]
+        return int(numpy.diff(times).max()) if len(times) > 1 else 0
 
 
 def percentiles(values, qs=(50, 95, 99)) -> list[float]:
@@ -951,6 +969,9 @@ def drain_one(result: DrainResult, cmd: list[str], env: dict | None, bootstrap: 
     deadline = time.monotonic() + timeout_s
     while 0.9 not in seen and time.monotonic() < deadline:
         proc.require_running()
+        if progress.bars == 0 and time.time() - t0 > FIRST_BAR_TIMEOUT_S:
+            result.note = f"no bar at all {FIRST_BAR_TIMEOUT_S}s after the start: see {proc.log_path}"
+            break
         done = progress.processed
         for fraction in (0.1, 0.9):
             if fraction not in seen and done >= fraction * ticks:
@@ -963,21 +984,20 @@ def drain_one(result: DrainResult, cmd: list[str], env: dict | None, bootstrap: 
                     profiler.stop()
         time.sleep(0.05)
     if 0.9 not in seen:
-        result.note = f"timed out after {timeout_s:.0f}s at {progress.processed} ticks"
+        result.note = result.note or f"timed out after {timeout_s:.0f}s at {progress.processed} ticks"
         if profiler is not None:
             profiler.stop()
-    mark10, mark90 = progress.crossed(0.1 * ticks), progress.crossed(0.9 * ticks)
+    timeline = progress.timeline()
+    mark10, mark90 = timeline.crossed(0.1 * ticks), timeline.crossed(0.9 * ticks)
     if mark10 is not None:
         (t10, n10), (t90, n90) = mark10, mark90 or (int(time.time() * 1000), progress.processed)
         result.startup_s = t10 / 1000 - t0
         result.seconds = (t90 - t10) / 1000
         if n90 > n10 and t90 > t10:
             result.rate = (n90 - n10) / result.seconds
-        # Progress moves in steps (bar batches; the pipeline's EARLY panes
-        # every second): the longest step over the span bounds the error.
-        with progress.lock:
-            times = [t for t, _ in progress.history if t10 <= t <= t90]
-        step = max((b - a for a, b in zip(times, times[1:])), default=0) / 1000
+        # Progress moves in steps (the pipeline's EARLY panes every second):
+        # the longest step over the span bounds the error.
+        step = timeline.longest_gap_ms(t10, t90) / 1000
         error = 100 * step / result.seconds if result.seconds > 0 else float("inf")
         if error > 10:
             result.note = "; ".join(filter(None, [
@@ -1020,8 +1040,9 @@ def finish_drain(result: DrainResult, progress: BarProgress, proc: Started, dead
         result.full_rate = result.accounted / result.full_s
         result.full_cpu_us_per_tick = per_tick(proc.cpu_between(first / 1000, last / 1000), result.accounted)
     _, p99, worst = progress.delay_ms()
-    result.reader = (f"bar reader {1e6 * progress.cpu_s() / max(progress.bars, 1):.1f} µs per bar version "
-                     f"({progress.bars:,}), p99 {p99:,.0f} ms behind its topic (max {worst:,.0f})")
+    result.reader = (f"bar reader {1e6 * progress.cpu_s() / progress.bars:.1f} µs per bar version "
+                     f"({progress.bars:,}), p99 {p99:,.0f} ms behind its topic (max {worst:,.0f})"
+                     if progress.bars else "bar reader: no bars")
 
 
 def system_command(system: str, bootstrap: str, ticks_topic: str, outputs: Outputs, group: str, run_dir: Path,
@@ -1265,7 +1286,7 @@ def live_one(args: argparse.Namespace, symbols: int | None, rate: int) -> LiveRe
         start_wall = time.time()
         print(f"{'t s':>5} {'offered/s':>10} {'processed/s':>12} {'backlog':>9} {'group lag':>10} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'bars/s':>8} {'readers behind (ticks, bars)':>29}", flush=True)
-        series: list[tuple[float, int, int]] = []   # (t, published, processed)
+        series: list[tuple[float, int, int, bool]] = []   # (t, published, processed, producer running)
         marks: dict[str, ReadersMark] = {}
         last_t, last_pub, last_done, last_bars = (time.time(), offsets.total(ticks_topic), progress.processed,
                                                    progress.messages)
@@ -1279,7 +1300,7 @@ def live_one(args: argparse.Namespace, symbols: int | None, rate: int) -> LiveRe
             pub, done, bars = offsets.total(ticks_topic), progress.processed, progress.messages
             behind = (pub - tick_log.position, offsets.total(outputs.bars) - progress.position)
             t = now - start_wall
-            series.append((t, pub, done))
+            series.append((t, pub, done, producer.running()))
             lat, lat_index = progress.latencies_from(lat_index)
             lag = group_lag(bootstrap, group, ticks_topic, 3)
             p50, p99 = percentiles(lat, (50, 99))
@@ -1335,7 +1356,7 @@ def readers_behind(offsets: EndOffsets, tick_log: TickLog, progress: BarProgress
     return behind if any(behind) else ()
 
 
-def report_live(args: argparse.Namespace, result: LiveResult, series: list[tuple[float, int, int]],
+def report_live(args: argparse.Namespace, result: LiveResult, series: list[tuple[float, int, int, bool]],
                 progress: BarProgress, tick_log: TickLog, offsets: EndOffsets, ticks_topic: str, bars_topic: str,
                 marks: dict[str, ReadersMark], start_wall: float, measured_until: float, end_backlog: int,
                 pipeline: Started, producer: Started) -> None:
@@ -1347,8 +1368,9 @@ def report_live(args: argparse.Namespace, result: LiveResult, series: list[tuple
     """
     # Processed as of each moment from the bars' append times, not from what
     # the bar reader had read then: exact even if the reader trailed.
-    steady = [(t, pub, progress.processed_at((start_wall + t) * 1000)) for t, pub, _ in series
-              if t >= args.warmup_s]
+    timeline = progress.timeline()
+    steady = [(t, pub, timeline.processed_at((start_wall + t) * 1000)) for t, pub, _, running in series
+              if t >= args.warmup_s and running]
     if len(steady) >= 2:
         (t_a, pub_a, done_a), (t_b, pub_b, done_b) = steady[0], steady[-1]
         b_a, b_b = pub_a - done_a, pub_b - done_b
@@ -1359,8 +1381,8 @@ def report_live(args: argparse.Namespace, result: LiveResult, series: list[tuple
         # Sustained: the backlog grows by less than 1 % of the offered rate.
         result.sustained = result.growth < 0.01 * result.rate
         verdict = "sustained" if result.sustained else "NOT sustained (backlog growing)"
-        print(f"\nfrom {args.warmup_s:.0f}s to the end: offered {result.offered:,.0f}/s, processed "
-              f"{result.processed:,.0f}/s, backlog {b_a:,} -> {b_b:,} ({result.growth:+,.0f}/s): {verdict}")
+        print(f"\nfrom {args.warmup_s:.0f}s to {t_b:.0f}s (the producer running): offered {result.offered:,.0f}/s, "
+              f"processed {result.processed:,.0f}/s, backlog {b_a:,} -> {b_b:,} ({result.growth:+,.0f}/s): {verdict}")
     unread = readers_behind(offsets, tick_log, progress, ticks_topic, bars_topic)
     since_ms = (start_wall + args.warmup_s) * 1000
     lat = progress.latencies_between(since_ms)
@@ -1379,7 +1401,7 @@ def report_live(args: argparse.Namespace, result: LiveResult, series: list[tuple
           f"{offsets.total(ticks_topic) - progress.processed:,} of {offsets.total(ticks_topic):,} published")
     a, b = start_wall + args.warmup_s, measured_until
     if b > a:
-        ticks = progress.processed_at(b * 1000) - progress.processed_at(a * 1000)
+        ticks = timeline.processed_at(b * 1000) - timeline.processed_at(a * 1000)
         used = pipeline.cpu_between(a, b)
         result.cpu_us_per_tick = per_tick(used, ticks)
         produced = sum(producer.cpu_between(a, b).values())
@@ -1407,28 +1429,32 @@ def report_readers(result: LiveResult, marks: dict[str, ReadersMark], tick_log: 
     a, b = marks["start"], marks["end"]
     span = b.wall - a.wall
     ticks, bars = max(b.ticks_read - a.ticks_read, 1), max(b.bars_read - a.bars_read, 1)
-    tick_delay = tick_log.delay_ms(a.ticks_polls)
-    bar_delay = progress.delay_ms(a.bars_polls)
-    result.readers_keep_up = not unread and tick_delay[1] <= READER_BEHIND_MS and bar_delay[1] <= READER_BEHIND_MS
+    delays = {"tick log": tick_log.delay_ms(a.ticks_polls), "bar reader": progress.delay_ms(a.bars_polls)}
+    late = [name for name, (_, p99, _) in delays.items() if p99 > READER_BEHIND_MS]
+    result.readers_keep_up = not unread and not late
     cores = (b.process_cpu - a.process_cpu) / span
-    result.readers = (f"{cores:.2f} cores; tick log {1e6 * (b.ticks_cpu - a.ticks_cpu) / ticks:.1f} µs/tick, "
-                      f"bar reader {1e6 * (b.bars_cpu - a.bars_cpu) / bars:.1f} µs/bar version; "
-                      f"{'keep up' if result.readers_keep_up else 'FALL BEHIND'}")
+    tick_us, bar_us = 1e6 * (b.ticks_cpu - a.ticks_cpu) / ticks, 1e6 * (b.bars_cpu - a.bars_cpu) / bars
+    result.readers = (f"{cores:.2f} cores; tick log {tick_us:.1f} µs/tick, bar reader {bar_us:.1f} µs/bar version; "
+                      f"{'keep up' if result.readers_keep_up else '**fall behind**'}")
     print(f"benchmark's own readers over {span:.0f}s (on the same cores as the system): the whole process "
-          f"{cores:.2f} cores ({1e6 * (b.process_cpu - a.process_cpu) / ticks:.1f} µs per tick);")
-    print(f"  tick log   {1e6 * (b.ticks_cpu - a.ticks_cpu) / ticks:6.1f} µs/tick ({ticks / span:,.0f} ticks/s), "
-          f"behind its topic p50 {tick_delay[0]:,.0f} / p99 {tick_delay[1]:,.0f} / max {tick_delay[2]:,.0f} ms "
-          f"(tick's event time to its poll, the producer's linger included)")
-    print(f"  bar reader {1e6 * (b.bars_cpu - a.bars_cpu) / bars:6.1f} µs/bar version "
-          f"({bars / span:,.0f} versions/s), "
-          f"behind its topic p50 {bar_delay[0]:,.0f} / p99 {bar_delay[1]:,.0f} / max {bar_delay[2]:,.0f} ms "
-          f"(append time to poll)")
+          f"{cores:.2f} cores (librdkafka's threads and the CPU sampling included)")
+    for name, us, unit, rate, cpu, (p50, p99, worst), since in (
+            ("tick log", tick_us, "tick", ticks / span, b.ticks_cpu - a.ticks_cpu, delays["tick log"],
+             "a tick's event time to its poll, the producer's linger included"),
+            ("bar reader", bar_us, "bar version", bars / span, b.bars_cpu - a.bars_cpu, delays["bar reader"],
+             "append time to poll")):
+        print(f"  {name:10s} {us:6.1f} µs/{unit} ({rate:,.0f}/s, {cpu / span:.2f} cores), behind its topic "
+              f"p50 {p50:,.0f} / p99 {p99:,.0f} / max {worst:,.0f} ms ({since})")
     if result.readers_keep_up:
-        print(f"  both kept up (p99 behind ≤ {READER_BEHIND_MS} ms, everything read at the end); the latencies "
-              f"use the broker's append time, not the readers' clock")
-    else:
-        print(f"  WARNING: a reader fell behind (p99 behind > {READER_BEHIND_MS} ms or topic not read to its end): "
-              f"the processed and backlog figures above trail, and the latencies cover only what was read")
+        print(f"  both kept up (p99 behind ≤ {READER_BEHIND_MS:,} ms, everything read at the end)")
+    if late:
+        print(f"  WARNING: the {' and the '.join(late)} fell behind (p99 > {READER_BEHIND_MS:,} ms): the interval "
+              f"lines above trail; the figures after them are taken at the broker's append times and stand "
+              f"if everything was read, but the benchmark competed with the system for the cores")
+    if unread:
+        print(f"  WARNING: the readers did not reach the ends of their topics ({unread[0]:,} ticks, {unread[1]:,} "
+              f"bar versions unread, {unread[2]:,} waiting for their ticks): the latencies and ON_TIME delays "
+              f"above are PARTIAL")
 
 
 def print_live_summary(results: list[LiveResult], args: argparse.Namespace) -> None:
@@ -1476,7 +1502,7 @@ def main() -> int:
     drain.add_argument("--runs", type=int, default=1, help="repeat the whole comparison (a new topic each)")
     drain.add_argument("--systems", default="raw,quix,pipeline")
     drain.add_argument("--timeout_s", type=float, default=1200, help="per system, until 90 %%")
-    drain.add_argument("--settle_s", type=float, default=600,
+    drain.add_argument("--settle_s", type=float, default=3600,
                        help="after 90 %%, how long to wait for every tick to be in a final bar (a system that "
                             "stops making progress is given up on after 30 s, Quix Streams after 10 s)")
     live = sub.add_parser("live", parents=[common],
