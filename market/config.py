@@ -52,6 +52,12 @@ VOLATILITY_THRESHOLD_PCT = 2.0
 ZSCORE_THRESHOLD = 3.0
 VOLUME_SPIKE_RATIO = 3.0
 
+# The bar step keeps its state by shard of symbols, not by symbol: its cost
+# per bundle grows with shards, not with the universe (docs/transforms.md).
+# Enough shards to spread over a cluster's slots (Flink hashes each key into
+# one of 128 key groups), few enough that each carries many symbols.
+STATE_SHARDS = 32
+
 # Cross-window history (DESIGN.md §4): z-score and volume ratio look back 20
 # windows and need at least 5; the moving averages span 5 and 20 windows.
 HISTORY_WINDOWS = 20

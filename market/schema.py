@@ -30,7 +30,7 @@ BAR_FIELDS = (
     "change_pct", "swing_pct", "is_volatility_anomaly",
     "pane", "pane_index", "is_final",
     "log_return", "return_zscore", "volume_ratio", "sma_fast", "sma_slow", "trend",
-    "anomalies",
+    "anomalies", "last_tick_ms", "emitted_at",
 )
 PANE_EARLY = "EARLY"
 PANE_ON_TIME = "ON_TIME"

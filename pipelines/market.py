@@ -41,7 +41,8 @@ def analytics_for(options: MarketOptions) -> MarketAnalytics:
         volatility_threshold_pct=options.volatility_threshold_pct,
         zscore_threshold=options.zscore_threshold,
         volume_spike_ratio=options.volume_spike_ratio,
-        max_future_s=options.max_future_s)
+        max_future_s=options.max_future_s,
+        shards=options.state_shards)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: beam.PTransform | None = None,
@@ -61,7 +62,10 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: be
             watermark_delay_ms=market.watermark_delay_ms,
             event_time_read=market.kafka_read == "event_time", security=security)
     if sinks is None:
-        sinks = {name: kafka_io.WriteToTopic(market.bootstrap_servers, topic, expansion_service, security=security)
+        # The project's jar (event-time read) has the batched write too;
+        # Beam's stock expansion service has only the per-record one.
+        write = kafka_io.WriteBatchesToTopic if market.kafka_read == "event_time" else kafka_io.WriteToTopic
+        sinks = {name: write(market.bootstrap_servers, topic, expansion_service, security=security)
                  for name, topic in (("bars", market.output_topic), ("alerts", market.alerts_topic),
                                      ("dead_letters", market.dlq_topic))}
 

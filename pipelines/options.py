@@ -43,6 +43,10 @@ SETTINGS: tuple[Setting, ...] = (
             type=float),
     Setting("zscore_threshold", config.ZSCORE_THRESHOLD, "|return_zscore| alert threshold", type=float),
     Setting("volume_spike_ratio", config.VOLUME_SPIKE_RATIO, "volume_ratio alert threshold", type=float),
+    Setting("state_shards", config.STATE_SHARDS, "how many state keys the bar step spreads the symbols "
+            "over (a stable hash of the symbol): its cost per bundle grows with shards, not symbols; keep "
+            "it several times the parallelism. Changing it needs a start without the old state (--no_resume)",
+            type=int),
     # A switch, not read from the environment: NO_RESUME left set would throw
     # the checkpointed state away on every automatic restart.
     Setting("no_resume", False, "start afresh from the consumer group's committed offsets instead of "

@@ -7,7 +7,6 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from market import config
-from transforms.anomalies import DetectAnomalies
 from transforms.bars import ComputeBars
 from transforms.ticks import ParseTicks
 
@@ -26,7 +25,8 @@ class MarketAnalytics(beam.PTransform):
     The input's watermark should follow the ticks' event times (the Kafka
     CreateTime the producer sets). `clock` is the processing-time clock of
     the EARLY panes (see BuildBarsFn); `max_future_s` bounds how far ahead of
-    the wall clock a tick may be stamped (None: no bound).
+    the wall clock a tick may be stamped (None: no bound); `shards` how many
+    state keys the bar step spreads the symbols over.
     """
 
     def __init__(self,
@@ -37,9 +37,11 @@ class MarketAnalytics(beam.PTransform):
                  zscore_threshold: float = config.ZSCORE_THRESHOLD,
                  volume_spike_ratio: float = config.VOLUME_SPIKE_RATIO,
                  max_future_s: float | None = config.MAX_FUTURE_S,
+                 shards: int = config.STATE_SHARDS,
                  clock=time.time) -> None:
         super().__init__()
         self.max_future_s = max_future_s
+        self.shards = shards
         self.clock = clock
         self.window_size_s = window_size_s
         self.allowed_lateness_s = allowed_lateness_s
@@ -49,19 +51,15 @@ class MarketAnalytics(beam.PTransform):
         self.volume_spike_ratio = volume_spike_ratio
 
     def expand(self, records: beam.PCollection) -> MarketOutputs:
-        parsed = records | "ParseTicks" >> ParseTicks(self.max_future_s)
-        windowed = parsed.ticks | "ComputeBars" >> ComputeBars(
+        parsed = records | "ParseTicks" >> ParseTicks(self.max_future_s, self.shards)
+        bars = parsed.ticks | "ComputeBars" >> ComputeBars(
             window_size_s=self.window_size_s,
             allowed_lateness_s=self.allowed_lateness_s,
             early_firing_s=self.early_firing_s,
             volatility_threshold_pct=self.volatility_threshold_pct,
-            clock=self.clock)
-        analyzed = windowed.bars | "DetectAnomalies" >> DetectAnomalies(
-            window_size_s=self.window_size_s,
-            allowed_lateness_s=self.allowed_lateness_s,
-            volatility_threshold_pct=self.volatility_threshold_pct,
             zscore_threshold=self.zscore_threshold,
-            volume_spike_ratio=self.volume_spike_ratio)
-        dead_letters = ((parsed.dead_letters, windowed.dead_letters)
+            volume_spike_ratio=self.volume_spike_ratio,
+            clock=self.clock)
+        dead_letters = ((parsed.dead_letters, bars.dead_letters)
                         | "CollectDeadLetters" >> beam.Flatten())
-        return MarketOutputs(bars=analyzed.bars, alerts=analyzed.alerts, dead_letters=dead_letters)
+        return MarketOutputs(bars=bars.bars, alerts=bars.alerts, dead_letters=dead_letters)

@@ -1,50 +1,69 @@
-"""Event-time bars per symbol: `ComputeBars` (DESIGN.md §4, window-local fields).
+"""Event-time bars per symbol with their cross-window fields and alerts: `ComputeBars`.
 
-One stateful step per symbol owns the symbol's open windows: it screens
-each batch of ticks (late ticks and exact duplicates to the dead letters),
-adds the admitted ones to their window's accumulator, and fires the panes
-itself:
+One stateful step, keyed by *shard* of symbols (transforms/ticks.py
+`shard_of`), owns the open windows and the history of every symbol of its
+shard. Per symbol it does what DESIGN.md §3-§5 ask, in transforms/book.py:
+screens each batch of ticks (late ticks and exact duplicates to the dead
+letters), adds the admitted ones to their window's accumulator, fills the
+cross-window fields and emits each alert once, and fires the panes itself:
 
-* EARLY: a processing-time timer `early_firing_s` after the first tick
-  since the last pane of a window that is still before the watermark;
-* ON_TIME: an event-time timer at the window's last millisecond;
+* EARLY: a processing-time timer of the shard, `early_firing_s` after the
+  first tick since its last firing, fires an EARLY pane of every window of
+  the shard that took ticks since its last pane;
+* ON_TIME: an event-time timer of the shard at the earliest last
+  millisecond (or close time) of its open windows fires the ON_TIME pane of
+  every window the watermark has reached, symbol by symbol;
 * LATE: at once, for each batch that adds ticks to a window past its
   ON_TIME pane (or to a window opened after the source's watermark had
   already passed its end);
-* the window is closed, and its state dropped, by the same event-time
-  timer at window end + allowed lateness.
+* a window is closed, and its state dropped, at window end + allowed
+  lateness.
+
+Why shards, not a key per symbol: on a portable runner every key a bundle
+touches costs Fn API round trips (state reads and writes, timers), so with
+a key per symbol the cost grew with the universe (a 5,000-symbol drain ran
+at 330 ticks/s, docs/performance.md). A shard's state is read once per
+bundle, each symbol's change is appended as a small delta, and there are
+two timers per shard, whatever the number of symbols.
+
+Symbols stay independent inside a shard: a timer fires what is due for each
+symbol on its own (nothing waits for another symbol's window), and the
+event-time timer is set at the earliest due time of the shard, so no
+symbol's old or odd tick holds back the watermark longer than the next pane
+of one of its own open windows.
 
 Why not `WindowInto` + a trigger + a combiner: a portable runner (Flink)
-does not lift combiners in streaming, so an accumulating window keeps
-every input in runner state and re-sends all of it to Python at each early
-firing; and a window step drops data past its allowed lateness without a
-trace. Here each batch costs one state read and write, each pane one small
-output, and every tick ends in a pane or a dead letter.
+does not lift combiners in streaming, so an accumulating window keeps every
+input in runner state and re-sends all of it at each early firing; a window
+step drops data past its allowed lateness without a trace; and a separate
+history step would be a second shuffle and a second bundle wait.
 
-Late data. A Python DoFn cannot read the watermark, so a tick is judged
-late in two ways, both provable: its window is older than one this step
-has already closed (the close timer fired, so the watermark is past it),
-or the source says so: a `RecordBatch` carries the source's watermark
-right after its records were read, and a tick whose window expired by that
-watermark is late (the watermark at this step can never be ahead of the
-source's). The first tick of a new or long-silent symbol is judged like any
-other. A tick from a source that does not carry its watermark (a plain
-record, as in TestStream tests) and whose window no timer has closed yet
-opens its window, whose timers, already in the past, fire at the next
-watermark update: it ends in a bar instead of the dead letters, never in
-silence. Nothing in this step holds the watermark back longer than the
-next pane of one of the symbol's own open windows, so no symbol can hold
-back another's bars.
+State of a shard: a journal and a version.
 
-Duplicates (DESIGN.md §3): a tick equal to an earlier tick of an open
-window in seq, timestamp, price and volume. Seq ranges in state say
-cheaply whether a seq was seen; only a reused seq makes the step read the
-seen ticks of the open windows and compare content.
+* `JOURNAL`, a bag: a snapshot of the shard's books (and the seen tick
+  identities of open windows), then one small entry per call since: the
+  ticks each book took (packed, 32 bytes a tick), or that an EARLY or a
+  watermark timer fired at a given time. Every call is a deterministic
+  function of the books and its entry, so replaying the entries on the
+  snapshot gives the books again, pane indexes, histories and alert marks
+  included. After `COMPACT_AFTER` entries the journal is rewritten as one
+  snapshot. A call thus writes what it was given, not the books it touched:
+  a tick costs 32 bytes of state, not a re-encoded book.
+* `VERSION`, (writer, counter, entries): which write the state holds.
+
+Each worker keeps the shards it serves decoded in memory, tagged with the
+version it wrote last. A call whose `VERSION` is another (a restore from a
+checkpoint, a retried bundle, another worker that served the shard in
+between) rebuilds the shard from the journal first, so memory is only ever
+a cache of state.
 """
 from __future__ import annotations
 
+import gc
+import math
+import pickle
 import time
-from array import array
+import uuid
 from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
@@ -52,311 +71,333 @@ from apache_beam import pvalue
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import userstate
-from apache_beam.typehints import KV
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.window import IntervalWindow
+from apache_beam.transforms.window import GlobalWindow, IntervalWindow
+from apache_beam.typehints import KV
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from market import config, schema
-from transforms.combining import PRICE, SEQ, TIMESTAMP, VOLUME, add_ticks, bar_stats_of, new_accumulator
-from transforms.formatting import format_bar
-from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE, tick_dead_letter
+from transforms.anomalies import ALERTS_TAG, Thresholds
+from transforms.book import FINAL, BarRules, Book, Outcome, unpack_ticks
+from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE
 
-# An open window in state: [accumulator, next pane index, final, dirty].
-# final: its ON_TIME (or first LATE) pane has fired; dirty: ticks added
-# since its last pane.
-ACC, PANE_INDEX, FINAL, DIRTY = range(4)
+# Deltas in a shard's BOOKS bag before it is rewritten as one snapshot: a
+# rebuild replays at most this many, and a snapshot costs one pickle of the
+# shard's books every this many calls.
+COMPACT_AFTER = 64
+PICKLE_PROTOCOL = 5
+GC_THRESHOLD = 50_000
 
-
-def insert_seq(ranges: list, seq: int, end: int) -> bool:
-    """Record `seq` (of a tick in the window ending at `end`) in `ranges`.
-
-    `ranges` is a sorted list of [low, high, last_window_end] seq ranges;
-    returns False if `seq` was already there. Contiguous seqs share a range,
-    so a gap-free feed costs one range per symbol however many ticks.
-    """
-    if ranges:
-        last = ranges[-1]
-        if seq == last[1] + 1:   # the common case: the next seq of the feed
-            last[1] = seq
-            if end > last[2]:
-                last[2] = end
-            return True
-        if seq > last[1] + 1:
-            ranges.append([seq, seq, end])
-            return True
-    lo, hi = 0, len(ranges)
-    while lo < hi:  # bisect on the ranges' lower bounds
-        mid = (lo + hi) // 2
-        if ranges[mid][0] <= seq:
-            lo = mid + 1
-        else:
-            hi = mid
-    before = ranges[lo - 1] if lo else None
-    after = ranges[lo] if lo < len(ranges) else None
-    if before is not None and seq <= before[1]:
-        return False
-    joins_before = before is not None and before[1] == seq - 1
-    joins_after = after is not None and after[0] == seq + 1
-    if joins_before and joins_after:
-        before[1] = after[1]
-        before[2] = max(before[2], after[2], end)
-        del ranges[lo]
-    elif joins_before:
-        before[1] = seq
-        before[2] = max(before[2], end)
-    elif joins_after:
-        after[0] = seq
-        after[2] = max(after[2], end)
-    else:
-        ranges.insert(lo, [seq, seq, end])
-    return True
+_GLOBAL = (GlobalWindow(),)
 
 
-def touch_seq(ranges: list, seq: int, end: int) -> None:
-    """Keep the range holding `seq` until the window ending at `end` closes."""
-    for span in ranges:
-        if span[0] <= seq <= span[1]:
-            if end > span[2]:
-                span[2] = end
-            return
+class Shard:
+    """A shard's books decoded in a worker's memory, with what its timers need."""
+
+    __slots__ = ("version", "counter", "entries", "books", "on_time", "closing", "dirty", "settled",
+                 "event_at", "early_at")
+
+    def __init__(self, counter: int = 0) -> None:
+        self.version: tuple | None = None   # (writer, counter) of the state this memory equals
+        self.counter = counter
+        self.entries = 0                    # entries in the journal
+        self.books: dict[str, Book] = {}
+        # Window end ms -> symbols: windows awaiting their ON_TIME pane, and
+        # final windows awaiting their close (end + allowed lateness).
+        self.on_time: dict[int, set] = {}
+        self.closing: dict[int, set] = {}
+        self.dirty: set = set()             # symbols with ticks since their last pane
+        self.settled: int | None = None     # the newest source watermark of the shard's ticks
+        self.event_at: float | None = None  # the event-time timer as set (None: unknown)
+        self.early_at = 0                   # the processing-time timer as set (0: none)
+
+    def expect(self, symbol: str, end: int, final: bool) -> None:
+        """Index an open window for the timer: its ON_TIME pane, or its close once final."""
+        (self.closing if final else self.on_time).setdefault(end, set()).add(symbol)
+
+    def next_due(self, lateness_ms: int) -> float:
+        """The event time of the shard's next pane or close."""
+        return min(min(self.on_time, default=math.inf) - 1, min(self.closing, default=math.inf) + lateness_ms)
 
 
-def _pack_seen(end: int, ticks: list) -> tuple:
-    """The identities of a window's ticks with a seq, as one compact bag entry."""
-    ints, floats = array("q"), array("d")
-    for tick in ticks:
-        ints.append(tick[SEQ])
-        ints.append(tick[TIMESTAMP])
-        floats.append(tick[PRICE])
-        floats.append(tick[VOLUME])
-    return end, ints.tobytes(), floats.tobytes()
-
-
-def _unpack_seen(entry: tuple) -> set:
-    _, int_bytes, float_bytes = entry
-    ints, floats = array("q"), array("d")
-    ints.frombytes(int_bytes)
-    floats.frombytes(float_bytes)
-    return set(zip(ints[0::2], ints[1::2], floats[0::2], floats[1::2]))
-
-
-def _identity(tick: tuple) -> tuple:
-    return tick[SEQ], tick[TIMESTAMP], tick[PRICE], tick[VOLUME]
+# Journal entry kinds (the first item of each entry).
+SNAPSHOT, TICKS, EARLY_FIRED, WATERMARK_FIRED = "snapshot", "ticks", "early", "watermark"
 
 
 class BuildBarsFn(beam.DoFn):
-    """Keyed by symbol: screens batches of ticks and fires the panes of its windows.
+    """Keyed by shard: screens each symbol's ticks, fires the panes of its windows, adds history and alerts."""
 
-    State per symbol: one cell [closed, event timer ms, early timer ms, seq
-    ranges, open windows], read and written once per batch or timer; and a
-    bag of the seen tick identities of open windows, appended once per batch
-    and read only when a seq repeats. Both shrink when a window closes.
-    """
-
-    BARS = userstate.ReadModifyWriteStateSpec("bars", FastPrimitivesCoder())
-    SEEN = userstate.BagStateSpec("seen", FastPrimitivesCoder())
+    JOURNAL = userstate.BagStateSpec("journal", FastPrimitivesCoder())
+    VERSION = userstate.ReadModifyWriteStateSpec("version", FastPrimitivesCoder())
     WATERMARK = userstate.TimerSpec("watermark", TimeDomain.WATERMARK)
     EARLY = userstate.TimerSpec("early", TimeDomain.REAL_TIME)
 
-    def __init__(self, window_size_s: int, allowed_lateness_s: int, early_firing_s: float,
-                 volatility_threshold_pct: float, clock: Callable[[], float] = time.time) -> None:
-        self.size_ms = int(window_size_s * 1000)
-        self.lateness_ms = int(allowed_lateness_s * 1000)
+    def __init__(self, rules: BarRules, early_firing_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.rules = rules
         self.early_ms = int(early_firing_s * 1000)
-        self.threshold = volatility_threshold_pct
         # Processing time for the EARLY timer. A DoFn cannot read its
         # runner's processing-time clock; tests on TestStream pass its clock.
         self.clock = clock
         self.late = Metrics.counter(METRICS_NAMESPACE, f"dead_letters_{schema.REASON_LATE}")
         self.duplicates = Metrics.counter(METRICS_NAMESPACE, f"dead_letters_{schema.REASON_DUPLICATE}")
         self.panes = Metrics.counter(METRICS_NAMESPACE, "bar_panes")
+        self.alerts = Metrics.counter(METRICS_NAMESPACE, "alerts")
+        self.rebuilds = Metrics.counter(METRICS_NAMESPACE, "shard_rebuilds")
+        self.batch_symbols = Metrics.distribution(METRICS_NAMESPACE, "symbols_per_shard_batch")
+
+    def setup(self) -> None:
+        # The books are many long-lived objects and every pane allocates a
+        # few dozen short-lived ones: with Python's default first-generation
+        # threshold (700 allocations) the collector walks the young books
+        # hundreds of times a second. A larger one cut this step's CPU per
+        # tick by a fifth at 5,000 symbols (docs/performance.md). It only
+        # ever raises the threshold, for the whole worker process.
+        threshold = gc.get_threshold()
+        if threshold[0] < GC_THRESHOLD:
+            gc.set_threshold(GC_THRESHOLD, *threshold[1:])
+        self._writer = uuid.uuid4().hex     # this instance's mark on the versions it writes
+        self._shards: dict[Any, Shard] = {}
+        self._windows: dict[int, tuple] = {}   # window end ms -> (pane timestamp, (window,))
 
     # --- ticks ------------------------------------------------------------
     def process(self, element: tuple,
-                bars=beam.DoFn.StateParam(BARS),
-                seen=beam.DoFn.StateParam(SEEN),
+                journal=beam.DoFn.StateParam(JOURNAL),
+                version=beam.DoFn.StateParam(VERSION),
                 watermark_timer=beam.DoFn.TimerParam(WATERMARK),
                 early_timer=beam.DoFn.TimerParam(EARLY)):
-        symbol, (ticks, read_watermark) = element
-        closed, event_at, early_at, ranges, windows = bars.read() or (0, 0, 0, [], {})
-        size, lateness = self.size_ms, self.lateness_ms
-        # Windows that expired by the source's watermark when these ticks were read.
-        expired_by = closed if read_watermark is None else max(closed, read_watermark - lateness)
-        groups: dict[int, list] = {}
-        with_seq: dict[int, list] = {}
-        suspects = []
-        for tick in ticks:
-            stamp = tick[TIMESTAMP]
-            end = stamp - stamp % size + size   # its epoch-aligned window
-            if end <= expired_by:
-                self.late.inc()
-                why = (f"closed here (closed through {closed})" if end <= closed else
-                       f"expired by the source watermark {read_watermark} before the tick was read")
-                yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, tick_dead_letter(
-                    schema.REASON_LATE,
-                    f"{symbol} window ending {end} {why}; allowed lateness {lateness} ms", tick))
-                continue
-            seq = tick[SEQ]
-            if seq is not None:
-                if not insert_seq(ranges, seq, end):
-                    suspects.append((end, tick))
-                    continue
-                with_seq.setdefault(end, []).append(tick)
-            group = groups.get(end)
-            if group is None:
-                groups[end] = group = []
-            group.append(tick)
-        if suspects:
-            yield from self._screen_reused_seqs(symbol, suspects, seen, ranges, groups, with_seq)
-        for end, group in with_seq.items():
-            seen.add(_pack_seen(end, group))
+        key, batches = element
+        shard = self._load(key, journal, version)
+        out = Outcome()
+        self._take(shard, batches.items(), out)
+        self.batch_symbols.update(len(batches))
+        if out.admitted:
+            self._commit(shard, (TICKS, out.admitted), journal, version)
+        else:
+            self._commit(shard, None, journal, version)
+        self._set_timers(shard, watermark_timer, early_timer)
+        yield from self._emit(out)
 
-        for end in sorted(groups):
-            window = windows.get(end)
-            if window is None:
-                window = windows[end] = [new_accumulator(), 0, False, False]
-                if read_watermark is not None and read_watermark >= end:
-                    # The source's watermark had passed this window's end
-                    # before its first tick was read: like Beam, the first
-                    # pane is LATE, and it fires now.
-                    window[FINAL] = True
-            add_ticks(window[ACC], groups[end])
-            if window[FINAL]:
-                yield self._pane(symbol, end, window, schema.PANE_LATE)
-            else:
-                window[DIRTY] = True
-        event_at = self._set_event_timer(windows, event_at, watermark_timer)
-        if self.early_ms > 0 and not early_at and any(w[DIRTY] for w in windows.values()):
-            early_at = int(self.clock() * 1000) + self.early_ms
-            early_timer.set(Timestamp(micros=early_at * 1000))
-        bars.write((closed, event_at, early_at, ranges, windows))
-
-    def _screen_reused_seqs(self, symbol: str, suspects: list, seen, ranges: list,
-                            groups: dict, with_seq: dict):
-        """A reused seq is a duplicate only if the whole tick repeats (DESIGN.md §3)."""
-        identities: set = set()
-        for entry in seen.read():
-            identities |= _unpack_seen(entry)
-        for group in with_seq.values():
-            identities.update(map(_identity, group))
-        for end, tick in suspects:
-            identity = _identity(tick)
-            if identity in identities:
-                self.duplicates.inc()
-                yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, tick_dead_letter(
-                    schema.REASON_DUPLICATE, f"duplicate of {symbol} seq {tick[SEQ]} (same time, "
-                    f"price and volume) in the window ending {end}", tick))
-                continue
-            identities.add(identity)
-            touch_seq(ranges, tick[SEQ], end)
-            with_seq.setdefault(end, []).append(tick)
-            groups.setdefault(end, []).append(tick)
+    def _take(self, shard: Shard, batches, out: Outcome) -> None:
+        rules = self.rules
+        for symbol, (ticks, read_watermark) in batches:
+            book = shard.books.get(symbol)
+            if book is None:
+                book = shard.books[symbol] = Book()
+            rules.add(symbol, book, ticks, read_watermark, out)
+            shard.dirty.add(symbol)
+            if read_watermark is not None and (shard.settled is None or read_watermark > shard.settled):
+                shard.settled = read_watermark
+        for symbol, end, final in out.opened:
+            shard.expect(symbol, end, final)
+        out.opened.clear()
 
     # --- timers -----------------------------------------------------------
     @userstate.on_timer(WATERMARK)
     def on_watermark(self,
                      key=beam.DoFn.KeyParam,
                      fired_at=beam.DoFn.TimestampParam,
-                     bars=beam.DoFn.StateParam(BARS),
-                     seen=beam.DoFn.StateParam(SEEN),
-                     watermark_timer=beam.DoFn.TimerParam(WATERMARK)):
-        state = bars.read()
-        if state is None:
-            return
-        closed, _, early_at, ranges, windows = state
+                     journal=beam.DoFn.StateParam(JOURNAL),
+                     version=beam.DoFn.StateParam(VERSION),
+                     watermark_timer=beam.DoFn.TimerParam(WATERMARK),
+                     early_timer=beam.DoFn.TimerParam(EARLY)):
+        shard = self._load(key, journal, version)
         now = fired_at.micros // 1000   # the watermark is at least this
-        dropped = False
-        for end in sorted(windows):
-            window = windows[end]
-            if not window[FINAL] and end - 1 <= now:
-                window[FINAL] = True
-                yield self._pane(key, end, window, schema.PANE_ON_TIME)
-            if end + self.lateness_ms <= now:
-                del windows[end]
-                closed = max(closed, end)
-                dropped = True
-        if dropped:
-            ranges = [span for span in ranges if span[2] > closed]
-            kept = [entry for entry in seen.read() if entry[0] > closed]
-            seen.clear()
-            for entry in kept:
-                seen.add(entry)
-        event_at = self._set_event_timer(windows, 0, watermark_timer)
-        bars.write((closed, event_at, early_at, ranges, windows))
+        out = Outcome()
+        self._fire_watermark(shard, now, out)
+        shard.event_at = None   # this timer has fired: whatever is due next must be set again
+        self._commit(shard, (WATERMARK_FIRED, now), journal, version)
+        self._set_timers(shard, watermark_timer, early_timer)
+        yield from self._emit(out)
+
+    def _fire_watermark(self, shard: Shard, now: int, out: Outcome) -> None:
+        """ON_TIME panes of the windows the watermark `now` has reached, in window order; then closes.
+
+        Symbols are independent, so the order among them does not matter.
+        """
+        rules, books, closing = self.rules, shard.books, shard.closing
+        for end in sorted(end for end in shard.on_time if end - 1 <= now):
+            symbols = shard.on_time.pop(end)
+            for symbol in symbols:
+                rules.fire_on_time(symbol, books[symbol], end, out)
+            closing.setdefault(end, set()).update(symbols)
+        lateness = rules.lateness_ms
+        for end in sorted(end for end in closing if end + lateness <= now):
+            for symbol in closing.pop(end):
+                rules.close(books[symbol], end)
 
     @userstate.on_timer(EARLY)
     def on_early(self,
                  key=beam.DoFn.KeyParam,
-                 bars=beam.DoFn.StateParam(BARS)):
-        state = bars.read()
-        if state is None:
-            return
-        closed, event_at, _, ranges, windows = state
-        for end in sorted(windows):
-            window = windows[end]
-            if window[DIRTY] and not window[FINAL]:
-                yield self._pane(key, end, window, schema.PANE_EARLY)
-        bars.write((closed, event_at, 0, ranges, windows))
+                 journal=beam.DoFn.StateParam(JOURNAL),
+                 version=beam.DoFn.StateParam(VERSION),
+                 watermark_timer=beam.DoFn.TimerParam(WATERMARK),
+                 early_timer=beam.DoFn.TimerParam(EARLY)):
+        shard = self._load(key, journal, version)
+        out = Outcome()
+        self._fire_early(shard, out)
+        shard.early_at = 0
+        self._commit(shard, (EARLY_FIRED,), journal, version)
+        self._set_timers(shard, watermark_timer, early_timer)
+        yield from self._emit(out)
 
-    def _set_event_timer(self, windows: dict, event_at: int, timer) -> int:
-        """Set the watermark timer to the next ON_TIME or close time of an open window."""
-        if not windows:
-            return 0
-        due = min(end + self.lateness_ms if window[FINAL] else end - 1
-                  for end, window in windows.items())
-        if due != event_at:
-            timer.set(Timestamp(micros=due * 1000))
-        return due
+    def _fire_early(self, shard: Shard, out: Outcome) -> None:
+        for symbol in shard.dirty:
+            self.rules.fire_early(symbol, shard.books[symbol], shard.settled, out)
+        shard.dirty.clear()
 
-    def _pane(self, symbol: str, end: int, window: list, pane: str) -> WindowedValue:
-        """The window's bar as of now, as a pane; in its own window, at its last millisecond."""
-        start = end - self.size_ms
-        bar = format_bar(symbol, start, end, bar_stats_of(window[ACC]), pane, window[PANE_INDEX],
-                         self.threshold)
-        window[PANE_INDEX] += 1
-        window[DIRTY] = False
-        self.panes.inc()
-        return WindowedValue(bar, Timestamp(micros=(end - 1) * 1000),
-                             (IntervalWindow(Timestamp(micros=start * 1000), Timestamp(micros=end * 1000)),))
+    # --- state ------------------------------------------------------------
+    def _load(self, key: Any, journal, version) -> Shard:
+        """The shard as state holds it: from memory if memory is what was written last."""
+        stored = version.read()
+        shard = self._shards.get(key)
+        if shard is None or stored is None or shard.version != tuple(stored[:2]):
+            shard = self._shards[key] = self._rebuild(stored, journal)
+        # Until this call commits, memory is ahead of state: a failure in
+        # between must make the next call rebuild.
+        shard.version = None
+        return shard
+
+    def _rebuild(self, stored: tuple | None, journal) -> Shard:
+        """The shard replayed from its journal: the snapshot, then every call since, outputs dropped."""
+        shard = Shard(counter=0 if stored is None else stored[1])
+        if stored is None:
+            return shard
+        self.rebuilds.inc()
+        scratch = Outcome()
+        for entry in journal.read():
+            shard.entries += 1
+            kind = entry[0]
+            if kind == SNAPSHOT:
+                self._restore_snapshot(shard, pickle.loads(entry[1]))
+            elif kind == TICKS:
+                self._take(shard, ((symbol, (unpack_ticks(packed), watermark))
+                                   for symbol, watermark, packed in pickle.loads(entry[1])), scratch)
+            elif kind == EARLY_FIRED:
+                self._fire_early(shard, scratch)
+            elif kind == WATERMARK_FIRED:
+                self._fire_watermark(shard, entry[1], scratch)
+            scratch.bars.clear()
+            scratch.alerts.clear()
+            scratch.dead_letters.clear()
+            scratch.admitted.clear()
+        return shard
+
+    def _restore_snapshot(self, shard: Shard, snapshot: tuple) -> None:
+        books, seen, dirty, settled = snapshot
+        shard.books = {symbol: Book.restore(durable) for symbol, durable in books.items()}
+        for symbol, end, int_bytes, float_bytes in seen:
+            shard.books[symbol].add_seen(end, int_bytes, float_bytes)
+        shard.on_time.clear()
+        shard.closing.clear()
+        for symbol, book in shard.books.items():
+            for end, window in book.windows.items():
+                shard.expect(symbol, end, window[FINAL])
+        shard.dirty = set(dirty)
+        shard.settled = settled
+
+    def _snapshot(self, shard: Shard) -> bytes:
+        seen = [entry for symbol, book in shard.books.items() for entry in book.seen_entries(symbol)]
+        return pickle.dumps(({symbol: book.durable() for symbol, book in shard.books.items()},
+                             seen, sorted(shard.dirty), shard.settled), PICKLE_PROTOCOL)
+
+    def _commit(self, shard: Shard, entry: tuple | None, journal, version) -> None:
+        """Journal what this call did and mark memory as equal to state."""
+        if shard.entries >= COMPACT_AFTER:
+            journal.clear()
+            journal.add((SNAPSHOT, self._snapshot(shard)))
+            shard.entries = 1
+        elif entry is not None:
+            if entry[0] == TICKS:
+                entry = (TICKS, pickle.dumps(entry[1], PICKLE_PROTOCOL))
+            journal.add(entry)
+            shard.entries += 1
+        shard.counter += 1
+        version.write((self._writer, shard.counter, shard.entries))
+        shard.version = (self._writer, shard.counter)
+
+    def _set_timers(self, shard: Shard, watermark_timer, early_timer) -> None:
+        due = shard.next_due(self.rules.lateness_ms)
+        if due != math.inf and due != shard.event_at:
+            watermark_timer.set(Timestamp(micros=int(due) * 1000))
+            shard.event_at = due
+        if self.early_ms > 0 and not shard.early_at and shard.dirty:
+            shard.early_at = int(self.clock() * 1000) + self.early_ms
+            early_timer.set(Timestamp(micros=shard.early_at * 1000))
+
+    # --- outputs ----------------------------------------------------------
+    def _pane_place(self, end: int) -> tuple:
+        """(timestamp, windows) of a pane of the window ending at `end`: one object per window, shared."""
+        place = self._windows.get(end)
+        if place is None:
+            end_us = end * 1000
+            if len(self._windows) > 4096:
+                self._windows.clear()
+            place = self._windows[end] = (
+                Timestamp(micros=end_us - 1),
+                (IntervalWindow(Timestamp(micros=end_us - self.rules.size_ms * 1000), Timestamp(micros=end_us)),))
+        return place
+
+    def _emit(self, out: Outcome):
+        if out.dead_letters:
+            late = sum(1 for _, letter in out.dead_letters if letter["reason"] == schema.REASON_LATE)
+            self.late.inc(late)
+            self.duplicates.inc(len(out.dead_letters) - late)
+            for letter in out.dead_letters:
+                yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, letter)
+        if out.bars:
+            self.panes.inc(len(out.bars))
+        for end, bar in out.bars:
+            # Each pane in its own window, at its last microsecond.
+            timestamp, windows = self._pane_place(end)
+            yield WindowedValue(bar, timestamp, windows)
+        if out.alerts:
+            self.alerts.inc(len(out.alerts))
+        for end, alert in out.alerts:
+            timestamp, _ = self._pane_place(end)
+            yield pvalue.TaggedOutput(ALERTS_TAG, WindowedValue(alert, timestamp, _GLOBAL))
 
 
 class BarOutputs(NamedTuple):
-    """The outputs of `ComputeBars`: bar dicts (every pane) and dead letters."""
+    """The outputs of `ComputeBars`: bar dicts (every pane), alerts and dead letters."""
 
     bars: beam.PCollection
+    alerts: beam.PCollection
     dead_letters: beam.PCollection
 
 
 class ComputeBars(beam.PTransform):
-    """Per-symbol batches of ticks (from `ParseTicks`) → one bar per symbol, window and pane."""
+    """Per-shard batches of ticks (from `ParseTicks`) → one bar per symbol, window and pane, and alerts.
+
+    Every pane carries its cross-window fields (DESIGN.md §4) and each
+    alert id is emitted once (§5).
+    """
 
     def __init__(self,
                  window_size_s: int = config.WINDOW_SIZE_S,
                  allowed_lateness_s: int = config.ALLOWED_LATENESS_S,
                  early_firing_s: float = config.EARLY_FIRING_S,
                  volatility_threshold_pct: float = config.VOLATILITY_THRESHOLD_PCT,
+                 zscore_threshold: float = config.ZSCORE_THRESHOLD,
+                 volume_spike_ratio: float = config.VOLUME_SPIKE_RATIO,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         if window_size_s <= 0 or allowed_lateness_s < 0 or early_firing_s < 0:
             raise ValueError("window_size_s must be > 0, allowed_lateness_s and early_firing_s >= 0")
-        self.window_size_s = int(window_size_s)
-        self.allowed_lateness_s = int(allowed_lateness_s)
+        thresholds = Thresholds(float(volatility_threshold_pct), float(zscore_threshold),
+                                float(volume_spike_ratio))
+        self.rules = BarRules.of(int(window_size_s), int(allowed_lateness_s), thresholds)
         self.early_firing_s = early_firing_s
-        self.volatility_threshold_pct = float(volatility_threshold_pct)
         self.clock = clock
 
     def expand(self, ticks: beam.PCollection) -> BarOutputs:
         outputs = (
             ticks
-            | "BuildBarsPerSymbol" >> beam.ParDo(BuildBarsFn(
-                self.window_size_s, self.allowed_lateness_s, self.early_firing_s,
-                self.volatility_threshold_pct, self.clock))
-            # The symbol is the state key: a deterministic coder for it.
-            .with_input_types(KV[str, Any])
-            .with_outputs(DEAD_LETTERS_TAG, main="bars"))
-        return BarOutputs(bars=outputs.bars, dead_letters=outputs[DEAD_LETTERS_TAG])
+            | "BuildBarsPerShard" >> beam.ParDo(BuildBarsFn(self.rules, self.early_firing_s, self.clock))
+            # The shard is the state key: a deterministic coder for it.
+            .with_input_types(KV[int, Any])
+            .with_outputs(DEAD_LETTERS_TAG, ALERTS_TAG, main="bars"))
+        return BarOutputs(bars=outputs.bars, alerts=outputs[ALERTS_TAG], dead_letters=outputs[DEAD_LETTERS_TAG])
 
 
 def zero_clock() -> float:

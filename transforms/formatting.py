@@ -16,8 +16,13 @@ def window_fields(stats: BarStats, volatility_threshold_pct: float) -> dict:
 
 
 def format_bar(symbol: str, window_start_ms: int, window_end_ms: int, stats: BarStats,
-               pane: str, pane_index: int, volatility_threshold_pct: float) -> dict:
-    """The bar of one pane; the cross-window fields stay empty (DetectAnomalies fills them)."""
+               pane: str, pane_index: int, volatility_threshold_pct: float,
+               last_tick_ms: int | None = None, emitted_at: int | None = None) -> dict:
+    """The bar of one pane; the cross-window fields stay empty (the bar step fills them).
+
+    `last_tick_ms` is the newest tick's event time, `emitted_at` the wall
+    clock when the pane is emitted (DESIGN.md §4).
+    """
     return {
         "symbol": symbol,
         "window_start": window_start_ms,
@@ -41,4 +46,6 @@ def format_bar(symbol: str, window_start_ms: int, window_end_ms: int, stats: Bar
         "sma_slow": None,
         "trend": schema.TREND_FLAT,
         "anomalies": [],
+        "last_tick_ms": last_tick_ms,
+        "emitted_at": emitted_at,
     }

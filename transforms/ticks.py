@@ -15,6 +15,7 @@ This step is stateless: duplicates and late ticks are recognised by
 from __future__ import annotations
 
 import time
+import zlib
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -156,22 +157,36 @@ def _unpack(element: Any) -> tuple[Any, bytes | None, tuple | None]:
     return element, None, None
 
 
+def shard_of(symbol: str, shards: int) -> int:
+    """The state shard of a symbol: a hash that is the same in every process and run.
+
+    (Python's `hash` of a str is salted per process; a checkpoint restored
+    by another worker must find each symbol in the shard that holds it.)
+    """
+    return zlib.crc32(symbol.encode()) % shards
+
+
 class ParseTickFn(beam.DoFn):
     """Validates raw records; rejects to `dead_letters` at once, and emits the
-    valid ticks as one `(symbol, (ticks, read_watermark_ms))` batch per symbol
-    and bundle when the bundle finishes.
+    valid ticks as one `(shard, {symbol: (ticks, read_watermark_ms)})` batch
+    per state shard and bundle when the bundle finishes.
 
     A tick is the tuple (price, volume, timestamp_ms, seq, source, key, raw)
-    of transforms/combining.py. Batching here is what makes the keyed bar
-    step cheap on a portable runner (one state access and one element per
-    symbol and bundle, not per tick). The batches are stamped with their
-    earliest tick's event time; the runner finishes a bundle before it
-    forwards the watermark past it, so a batch is never later than its
-    ticks would have been.
+    of transforms/combining.py. Batching by shard is what makes the keyed bar
+    step's cost grow with ticks, not with symbols: one element, one state
+    access and one timer per shard and bundle, however many symbols it
+    holds. The batches are stamped with their earliest tick's event time;
+    the runner finishes a bundle before it forwards the watermark past it,
+    so a batch is never later than its ticks would have been.
     """
 
-    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S) -> None:
+    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S,
+                 shards: int = config.STATE_SHARDS) -> None:
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
         self.max_future_ms = None if max_future_s is None else int(max_future_s * 1000)
+        self.shards = int(shards)
+        self._shard_of: dict[str, int] = {}   # symbol -> shard: one hash per symbol and worker
         self.parsed = Metrics.counter(METRICS_NAMESPACE, "ticks_parsed")
         self.rejected = {reason: Metrics.counter(METRICS_NAMESPACE, f"dead_letters_{reason}")
                          for reason in schema.DEAD_LETTER_REASONS}
@@ -240,27 +255,44 @@ class ParseTickFn(beam.DoFn):
 
     def finish_bundle(self):
         batches, self._batches = self._batches, {}
+        known, shards = self._shard_of, self.shards
+        # (window, shard) -> [earliest event ms, {symbol: (ticks, read watermark)}]
+        by_shard: dict[tuple[Any, int], list] = {}
+        parsed = 0
         for (win, symbol), (earliest, watermark, ticks) in batches.items():
-            self.parsed.inc(len(ticks))   # once per batch: a metric update per tick is a hot-path cost
-            yield WindowedValue((symbol, (ticks, watermark)),
-                                Timestamp(micros=earliest * 1000), (win,))
+            parsed += len(ticks)
+            shard = known.get(symbol)
+            if shard is None:
+                shard = known[symbol] = shard_of(symbol, shards)
+            entry = by_shard.get((win, shard))
+            if entry is None:
+                by_shard[(win, shard)] = [earliest, {symbol: (ticks, watermark)}]
+            else:
+                if earliest < entry[0]:
+                    entry[0] = earliest
+                entry[1][symbol] = (ticks, watermark)
+        self.parsed.inc(parsed)   # once per bundle: a metric update per tick is a hot-path cost
+        for (win, shard), (earliest, symbols) in by_shard.items():
+            yield WindowedValue((shard, symbols), Timestamp(micros=earliest * 1000), (win,))
 
 
 class ParsedTicks(NamedTuple):
     """The outputs of `ParseTicks`."""
 
-    ticks: beam.PCollection         # (symbol, (tick tuples, read_watermark_ms or None))
+    ticks: beam.PCollection         # (shard, {symbol: (tick tuples, read_watermark_ms or None)})
     dead_letters: beam.PCollection  # (original key, dead letter dict)
 
 
 class ParseTicks(beam.PTransform):
-    """Raw records → per-symbol batches of valid ticks, plus `(key, dead_letter)` rejects."""
+    """Raw records → per-shard batches of valid ticks, plus `(key, dead_letter)` rejects."""
 
-    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S) -> None:
+    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S,
+                 shards: int = config.STATE_SHARDS) -> None:
         super().__init__()
         self.max_future_s = max_future_s
+        self.shards = shards
 
     def expand(self, records: beam.PCollection) -> ParsedTicks:
-        outputs = records | "ValidateTicks" >> beam.ParDo(ParseTickFn(self.max_future_s)).with_outputs(
+        outputs = records | "ValidateTicks" >> beam.ParDo(ParseTickFn(self.max_future_s, self.shards)).with_outputs(
             DEAD_LETTERS_TAG, main="ticks")
         return ParsedTicks(ticks=outputs.ticks, dead_letters=outputs[DEAD_LETTERS_TAG])

@@ -1,40 +1,34 @@
-"""DetectAnomalies: event-time order at the stateful step, history fields, alerts once."""
+"""Cross-window fields and alerts of the bar step: event-time order, history, alerts once."""
 from __future__ import annotations
 
 import math
 
 from apache_beam.testing.test_stream import TestStream
-from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import Timestamp
 
 from market import schema
 from tests.reference import close_enough, history_fields
-from tests.transforms.streams import MINUTE, T0, at, run
-from transforms import DetectAnomalies
+from tests.transforms.streams import MINUTE, T0, at, record, run
+from transforms import ComputeBars, ParseTicks
+from transforms.bars import zero_clock
 
 
-def bar(minute: int, close: float, volume: float = 1000.0, pane: str = "ON_TIME", index: int = 0,
-        high: float | None = None, low: float | None = None, symbol: str = "AAPL") -> TimestampedValue:
-    """A WindowedBars-shaped bar, stamped like a pane of its window (end - 1 µs)."""
+def ticks(minute: int, close: float, volume: float = 1000.0, high: float | None = None,
+          low: float | None = None, symbol: str = "AAPL", seq: int = 0) -> list:
+    """Tick records whose window bar has this close, volume, high and low (the close last in time)."""
     start = T0 + minute * MINUTE
-    high = close if high is None else high
-    low = close if low is None else low
-    swing = (high - low) / low * 100
-    value = {
-        "symbol": symbol, "window_start": start, "window_end": start + MINUTE,
-        "open": close, "high": high, "low": low, "close": close, "average_price": close,
-        "vwap": close, "volume": volume, "tick_count": 10, "change_pct": 0.0, "swing_pct": swing,
-        "is_volatility_anomaly": swing > 2.0, "pane": pane, "pane_index": index,
-        "is_final": pane != "EARLY", "log_return": None, "return_zscore": None,
-        "volume_ratio": None, "sma_fast": None, "sma_slow": None, "trend": "flat", "anomalies": [],
-    }
-    return TimestampedValue(value, Timestamp(micros=(start + MINUTE) * 1000 - 1))
+    records = []
+    if high is not None:
+        records.append(record(symbol, high, start + 1_000, seq * 10 + 1, volume=0))
+    if low is not None:
+        records.append(record(symbol, low, start + 2_000, seq * 10 + 2, volume=0))
+    records.append(record(symbol, close, start + 3_000, seq * 10 + 3, volume=volume))
+    return records
 
 
 def analyze(stream: TestStream) -> dict:
-    def build(bars):
-        out = bars | DetectAnomalies()
-        return {"bars": out.bars, "alerts": out.alerts}
+    def build(records):
+        out = (records | ParseTicks()).ticks | ComputeBars(early_firing_s=5, clock=zero_clock)
+        return {"bars": out.bars, "alerts": out.alerts, "dead": out.dead_letters}
     return run(stream, build)
 
 
@@ -51,10 +45,10 @@ def expected_history_fields() -> list[dict]:
 
 
 def test_windows_arriving_out_of_order_are_processed_in_event_time_order():
-    # All twelve ON_TIME bars reach the stateful step in one bundle, newest first.
+    # The ticks of all twelve windows reach the bar step in one bundle, newest first.
     stream = (TestStream()
               .advance_watermark_to(at(T0))
-              .add_elements([bar(m, CLOSES[m], VOLUMES[m]) for m in reversed(range(12))])
+              .add_elements([r for m in reversed(range(12)) for r in ticks(m, CLOSES[m], VOLUMES[m], seq=m)])
               .advance_watermark_to(at(T0 + 12 * MINUTE))
               .advance_watermark_to_infinity())
     out = analyze(stream)
@@ -77,25 +71,30 @@ def test_windows_arriving_out_of_order_are_processed_in_event_time_order():
 
 
 def test_volatility_alert_fires_once_from_an_early_pane_and_zscore_waits_for_final():
-    history = [bar(m, CLOSES[m], VOLUMES[m]) for m in range(11)]
+    history = [r for m in range(11) for r in ticks(m, CLOSES[m], VOLUMES[m], seq=m)]
+    start = T0 + 11 * MINUTE
     stream = (TestStream()
               .advance_watermark_to(at(T0))
               .add_elements(history)
               .advance_watermark_to(at(T0 + 11 * MINUTE))
               # Minute 11 crosses 2 % already in its EARLY pane: alert now,
-              # and not again for the ON_TIME and LATE panes.
-              .add_elements([bar(11, 91.0, pane="EARLY", index=0, high=100.0, low=91.0)])
-              .add_elements([bar(11, 91.0, pane="EARLY", index=1, high=100.0, low=90.0)])
+              # and not again for the next EARLY, the ON_TIME and the LATE panes.
+              .add_elements([record("AAPL", 100.0, start + 1_000, 111, volume=0),
+                             record("AAPL", 91.0, start + 3_000, 113, volume=1000.0)])
+              .advance_processing_time(6)
+              .add_elements([record("AAPL", 90.0, start + 2_000, 112, volume=0)])
+              .advance_processing_time(6)
               .advance_watermark_to(at(T0 + 12 * MINUTE))
-              .add_elements([bar(11, 91.0, pane="ON_TIME", index=2, high=100.0, low=90.0)])
               .advance_watermark_to(at(T0 + 12 * MINUTE + 10_000))
-              .add_elements([bar(11, 92.0, pane="LATE", index=3, high=100.0, low=89.0)])
+              .add_elements([record("AAPL", 89.0, start + 2_500, 114, volume=0),
+                             record("AAPL", 92.0, start + 4_000, 115, volume=0)])
               .advance_watermark_to_infinity())
     out = analyze(stream)
     minute11 = sorted((b for b in out["bars"] if b["window_start"] == T0 + 11 * MINUTE),
                       key=lambda b: b["pane_index"])
-    assert [b["anomalies"] for b in minute11] == [
-        ["volatility"], ["volatility"], ["volatility", "return_zscore"], ["volatility", "return_zscore"]]
+    assert [(b["pane"], b["anomalies"]) for b in minute11] == [
+        ("EARLY", ["volatility"]), ("EARLY", ["volatility"]), ("ON_TIME", ["volatility", "return_zscore"]),
+        ("LATE", ["volatility", "return_zscore"])]
     # EARLY panes are computed against the history as if the window closed now.
     assert close_enough(minute11[0]["return_zscore"], expected_history_fields()[11]["return_zscore"])
     alerts = sorted((a for a in out["alerts"] if a["window_start"] == T0 + 11 * MINUTE),
@@ -111,64 +110,11 @@ def test_volatility_alert_fires_once_from_an_early_pane_and_zscore_waits_for_fin
 def test_symbols_have_separate_histories():
     stream = (TestStream()
               .advance_watermark_to(at(T0))
-              .add_elements([bar(0, 10.0, symbol="AAA"), bar(0, 500.0, symbol="BBB"),
-                             bar(1, 11.0, symbol="AAA"), bar(1, 450.0, symbol="BBB")])
+              .add_elements(ticks(0, 10.0, symbol="AAA") + ticks(0, 500.0, symbol="BBB")
+                            + ticks(1, 11.0, symbol="AAA", seq=1) + ticks(1, 450.0, symbol="BBB", seq=1))
               .advance_watermark_to(at(T0 + 2 * MINUTE))
               .advance_watermark_to_infinity())
     out = analyze(stream)
     returns = {(b["symbol"], b["window_start"]): b["log_return"] for b in out["bars"]}
     assert returns == {("AAA", T0): None, ("BBB", T0): None,
                        ("AAA", T0 + MINUTE): math.log(1.1), ("BBB", T0 + MINUTE): math.log(0.9)}
-
-
-class _Value:
-    """A stand-in for ReadModifyWriteState and BagState (direct DoFn calls)."""
-
-    def __init__(self) -> None:
-        self.value = None
-        self.bag: list = []
-
-    def read(self):
-        return self.value if self.value is not None else self.bag
-
-    def write(self, value) -> None:
-        self.value = value
-
-    def add(self, value) -> None:
-        self.bag.append(value)
-
-    def clear(self) -> None:
-        self.value, self.bag = None, []
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.at = None
-
-    def set(self, timestamp) -> None:
-        self.at = timestamp
-
-
-def test_flush_timer_survives_the_fn_api_millisecond_timestamps():
-    # A portable runner (Flink) carries timer timestamps in whole milliseconds:
-    # the timer must be set on a millisecond and still find its bar when it
-    # fires with the timestamp the Fn API's coder hands back.
-    from apache_beam.coders.coders import TimestampCoder
-    from transforms.anomalies import AnalyzeBarsFn, Thresholds
-
-    fn = AnalyzeBarsFn(60, 30, Thresholds())
-    history, pending, alerted, timer = _Value(), _Value(), _Value(), _Timer()
-    for minute in (1, 0):
-        on_time = bar(minute, CLOSES[minute], VOLUMES[minute]).value
-        assert list(fn.process(("AAPL", on_time), history, pending, alerted, timer)) == []
-    assert timer.at.micros % 1000 == 0 and timer.at.micros // 1000 < T0 + MINUTE
-    coder = TimestampCoder()
-    fired = coder.decode(coder.encode(timer.at))
-    out = list(fn.flush_on_time(fired, history, pending, alerted, timer))
-    assert [(b["window_start"], b["log_return"]) for b in out] == [(T0, None)]
-    assert [b["window_start"] for b in pending.read()] == [T0 + MINUTE]
-    fired = coder.decode(coder.encode(timer.at))
-    out = list(fn.flush_on_time(fired, history, pending, alerted, timer))
-    assert [(b["window_start"], b["log_return"]) for b in out] == [
-        (T0 + MINUTE, math.log(CLOSES[1] / CLOSES[0]))]
-    assert list(pending.read()) == []

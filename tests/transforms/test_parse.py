@@ -80,8 +80,9 @@ def test_every_input_shape_and_every_dead_letter_reaches_its_output():
     ]
     with TestPipeline() as pipeline:
         parsed = pipeline | beam.Create(records, reshuffle=False) | ParseTicks()
-        # One batch per symbol and bundle: (symbol, (ticks, source watermark)).
-        ticks = parsed.ticks | beam.FlatMap(lambda kv: [(kv[0], *tick[:6]) for tick in kv[1][0]])
+        # One batch per state shard and bundle: (shard, {symbol: (ticks, source watermark)}).
+        ticks = parsed.ticks | beam.FlatMap(lambda kv: [
+            (symbol, *tick[:6]) for symbol, (batch, _) in kv[1].items() for tick in batch])
         assert_that(ticks, equal_to([
             ("AAPL", 189.23, 100.0, 1764063000123, 42, ("raw_stock_ticks", 1, 1233), b"AAPL"),
             ("AAPL", 189.23, 100.0, 1764063000123, 42, None, None),
@@ -102,7 +103,8 @@ def test_batches_carry_their_earliest_event_time():
     later = GOOD.replace(b"1764063000123", b"1764063000999")
     with TestPipeline() as pipeline:
         stamps = ((pipeline | beam.Create([later, GOOD], reshuffle=False) | ParseTicks()).ticks
-                  | beam.Map(lambda batch, ts=beam.DoFn.TimestampParam: (len(batch[1][0]), ts.micros)))
+                  | beam.Map(lambda batch, ts=beam.DoFn.TimestampParam: (
+                      sum(len(ticks) for ticks, _ in batch[1].values()), ts.micros)))
         assert_that(stamps, equal_to([(2, 1764063000123 * 1000)]))
 
 
