@@ -357,8 +357,10 @@ class BarDatabase:
 
     def latest_bars(self) -> list[Bar]:
         """The newest stored window of every symbol (what serving starts from)."""
-        rows = self._query(f"{_SELECT_BARS.replace('FROM bars', 'FROM bars JOIN symbols USING (symbol)')} "
-                           "WHERE bars.window_start = symbols.last_start ORDER BY symbol")
+        # Driven by `symbols` (one primary-key read per symbol): a join let SQLite scan all of `bars`
+        # (11.7 s at 14.4 million bars).
+        rows = self._query(f"{_SELECT_BARS} WHERE (symbol, window_start) IN (SELECT symbol, last_start FROM symbols) "
+                           "ORDER BY symbol")
         return [row_bar(r) for r in rows]
 
     def has_symbol(self, symbol: str) -> bool:
