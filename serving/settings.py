@@ -24,8 +24,9 @@ SETTINGS: tuple[Setting, ...] = (
             "postgresql://USER@HOST:PORT/DB (empty: SQLite in .cache/data/serving/market.db)"),
     Setting("history_days", 30.0, "days of bars and alerts the store keeps (older ones are deleted in the background)",
             type=float),
-    Setting("window_size_s", mc.WINDOW_SIZE_S, "the pipeline's bar length in seconds (intervals are multiples of it)",
-            type=int),
+    # The pipeline's own declaration (pipelines/options.py), word for word: one name, one meaning.
+    # Serving's intervals are multiples of it.
+    Setting("window_size_s", mc.WINDOW_SIZE_S, "bar length in seconds, windows aligned to the epoch", type=int),
     Setting("windows_in_memory", 3, "windows of each symbol kept in memory (open windows live only there; "
             "the bars of record are in the store)", type=int),
     Setting("alerts_kept", mc.SERVING_ALERTS_KEPT, "most recent alerts kept in memory", type=int),
