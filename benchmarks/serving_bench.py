@@ -483,8 +483,12 @@ def bench_universe(args: argparse.Namespace) -> int:
     ws_queries = ["channel=trends&symbols=*"] * args.ws_all + [
         "channel=trends&symbols=" + ",".join(random.Random(k).sample(symbols, min(10, len(symbols))))
         for k in range(args.ws_named)]
+    store = ROOT / ".cache" / "bench" / f"universe-{suffix}"
+    store.mkdir(parents=True, exist_ok=True)
     server = Server(args.bootstrap_servers, trends, alerts, threads=64 + len(ws_queries),
-                    queue_bytes=args.queue_bytes, extra_env=dict(e.split("=", 1) for e in args.server_env))
+                    queue_bytes=args.queue_bytes,
+                    extra_env={"DATABASE_URL": f"sqlite:///{store / 'market.db'}",
+                               **dict(e.split("=", 1) for e in args.server_env)})
     print(f"serving: gunicorn gthread, 1 worker, port {server.port}; {len(symbols)} symbols, "
           f"{args.rate:g} bar versions/s for {args.seconds:g} s; {args.ws_all} WebSocket clients on \"*\", "
           f"{args.ws_named} on 10 symbols each; {os.cpu_count()} CPUs shared by server, producer, clients, Kafka; "
@@ -550,6 +554,8 @@ def bench_universe(args: argparse.Namespace) -> int:
                 future.result()
             except Exception:
                 pass
+        import shutil
+        shutil.rmtree(store, ignore_errors=True)
     steady = [lag for t, lag in lags if t >= 20] or [lag for _, lag in lags]
     third = max(1, len(steady) // 3)
     print(f"produced {produced} bar versions in {args.seconds:g} s ({produced / args.seconds:.0f}/s); "
@@ -730,7 +736,10 @@ def main(argv: list[str] | None = None) -> int:
                              value=codec.dumps(bar(symbol, minute, 100.0 + minute, base_ms=base)))
         producer.poll(0)
     producer.flush(30)
-    server = Server(args.bootstrap_servers, trends, alerts, threads=max(counts) + 64, queue_bytes=args.queue_bytes)
+    store = ROOT / ".cache" / "bench" / f"fanout-{suffix}"
+    store.mkdir(parents=True, exist_ok=True)
+    server = Server(args.bootstrap_servers, trends, alerts, threads=max(counts) + 64, queue_bytes=args.queue_bytes,
+                    extra_env={"DATABASE_URL": f"sqlite:///{store / 'market.db'}"})
     print(f"serving: gunicorn gthread, 1 worker, {max(counts) + 64} threads, port {server.port}; "
           f"{len(SYMBOLS)} symbols x 100 bars replayed; {os.cpu_count()} CPUs shared by server, clients, Kafka; "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -766,6 +775,8 @@ def main(argv: list[str] | None = None) -> int:
               f"load average now {os.getloadavg()[0]:.1f}")
     finally:
         server.stop()
+        import shutil
+        shutil.rmtree(store, ignore_errors=True)
         for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
             try:
                 future.result()
