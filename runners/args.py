@@ -80,9 +80,12 @@ def with_defaults(argv: list[str], defaults: dict[str, str | None]) -> list[str]
 # * hand records from the Kafka reader to the next chained operator without
 #   the defensive copy (an encode and a decode per tick); Beam elements are
 #   immutable;
-# * a Python state cache: without it every state read of the screening step
-#   is a round trip to the Flink JVM (12 ms each under load in one profile);
-#   Beam disables it by default.
+# * no Python state cache: the bar step keeps its shards decoded in memory
+#   and reads one small version cell per call, so Beam's cache would only
+#   cost it: every cached write re-measures the value with objsize, which
+#   walks every loaded module's globals (about 0.6 ms per write with Beam
+#   imported). A 300,000-tick, 5,000-symbol drain took 40 s of Python CPU
+#   with a 64 MB cache and 31 s without.
 # * bundles of at most 250 ms (Java option maxBundleTimeMills, hence "mills"):
 #   a Python stage hands its output on when its bundle finishes, and Beam's
 #   streaming default of 1000 ms adds up to a second per stage between a
@@ -106,7 +109,7 @@ def with_defaults(argv: list[str], defaults: dict[str, str | None]) -> list[str]
 FLINK_DEFAULTS: dict[str, str | None] = {
     "finish_bundle_before_checkpointing": None,
     "object_reuse": None,
-    "max_cache_memory_usage_mb": "64",
+    "max_cache_memory_usage_mb": "0",
     "max_bundle_time_mills": "250",
 }
 

@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/browser.sh || echo "warning: no headless Chromium; browser tests will skip (fail with CI=true)" >&2
+./scripts/postgres.sh || echo "warning: no PostgreSQL; the PostgreSQL store tests will skip (fail with CI=true)" >&2
 ./scripts/compose.sh || echo "warning: no docker-compose; the compose schema check will skip (fail with CI=true)" >&2
 
 STARTED_KAFKA=0

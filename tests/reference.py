@@ -142,6 +142,7 @@ def window_bar(symbol: str, start: int, end: int, ticks: list, volatility_pct: f
         "average_price": average, "vwap": vwap, "volume": volume, "tick_count": len(ticks),
         "change_pct": (last - first) / first * 100, "swing_pct": swing,
         "is_volatility_anomaly": swing > volatility_pct,
+        "last_tick_ms": max(t[3] for t in ticks),
     }
 
 

@@ -40,16 +40,26 @@ class HistorySummary(NamedTuple):
 
 def summarize_history(history: list) -> HistorySummary:
     """The summary of `history` ([window_start, close, volume, log_return] entries, oldest first)."""
-    returns = [entry[LOG_RETURN] for entry in history
-               if entry[LOG_RETURN] is not None][-config.HISTORY_WINDOWS:]
+    if not history:
+        return _NO_HISTORY
+    # Only the first entry of a symbol has no log return, so the last 20
+    # returns lie within the last 21 entries.
+    recent = history[-(config.HISTORY_WINDOWS + 1):]
+    returns = [entry[LOG_RETURN] for entry in recent if entry[LOG_RETURN] is not None][-config.HISTORY_WINDOWS:]
     mean = stdev = None
     if len(returns) >= config.MIN_HISTORY_WINDOWS:
-        mean = _mean(returns)
-        stdev = math.sqrt(math.fsum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
-    volumes = [entry[VOLUME] for entry in history[-config.HISTORY_WINDOWS:]]
-    volume_mean = _mean(volumes) if len(volumes) >= config.MIN_HISTORY_WINDOWS else None
-    closes = tuple(entry[CLOSE] for entry in history[-(config.SMA_SLOW_WINDOWS - 1):])
-    return HistorySummary(history[-1][CLOSE] if history else None, mean, stdev, volume_mean, closes)
+        mean = math.fsum(returns) / len(returns)
+        deviations = [r - mean for r in returns]
+        stdev = math.sqrt(math.fsum([d * d for d in deviations]) / (len(returns) - 1))
+    volume_mean = None
+    if len(history) >= config.MIN_HISTORY_WINDOWS:
+        volumes = [entry[VOLUME] for entry in history[-config.HISTORY_WINDOWS:]]
+        volume_mean = math.fsum(volumes) / len(volumes)
+    closes = tuple([entry[CLOSE] for entry in history[-(config.SMA_SLOW_WINDOWS - 1):]])
+    return HistorySummary(history[-1][CLOSE], mean, stdev, volume_mean, closes)
+
+
+_NO_HISTORY = HistorySummary(None, None, None, None, ())
 
 
 def fields_after(summary: HistorySummary, close: float, volume: float) -> dict:

@@ -239,7 +239,7 @@ class BarRules(NamedTuple):
         if pane == schema.PANE_ON_TIME:
             # History holds the ON_TIME bar of each window, in window order, so
             # every final bar is a function of the on-time data alone.
-            entry = [start, bar["close"], bar["volume"], bar["log_return"]]
+            entry = (start, bar["close"], bar["volume"], bar["log_return"])
             if before is history:
                 history.append(entry)
             else:

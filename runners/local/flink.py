@@ -34,11 +34,12 @@ LOCAL_MASTERS = ("[local]", "[auto]")
 
 # The layout of the pipeline's state. A checkpoint holds operator state in
 # the shape of the pipeline that wrote it, and Flink cannot restore one
-# shape into another (the per-symbol bar step of transforms/bars.py replaced
-# a WindowInto + combiner window step with other state). A new layout gets a
+# shape into another (v2: the per-symbol bar step replaced a WindowInto +
+# combiner window step; v3: the bar step keyed by shard of symbols, with a
+# journal, replaced the per-symbol bar and anomaly steps). A new layout gets a
 # folder of its own, so an upgraded `make run` starts from the consumer
 # group's committed offsets instead of failing to restore, crash after crash.
-STATE_LAYOUT = "v2"
+STATE_LAYOUT = "v3"
 
 
 def checkpoint_dir() -> Path:

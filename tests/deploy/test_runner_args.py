@@ -34,11 +34,11 @@ def test_a_flink_setting_the_user_gives_is_kept_and_not_doubled(given):
     assert occurrences(args, "max_bundle_time_mills") == given[:1]
     assert PipelineOptions(args).view_as(FlinkJavaOptions).max_bundle_time_mills == 100
     # The other defaults are still added.
-    assert "--object_reuse" in args and "--max_cache_memory_usage_mb=64" in args
+    assert "--object_reuse" in args and "--max_cache_memory_usage_mb=0" in args
 
 
 def test_a_setting_given_with_beams_default_value_counts_as_given():
-    # 0 is Beam's default and switches the Python state cache off: a user who says so means it.
+    # 0 is Beam's default (the Python state cache off), and the project's too: given, it is not added again.
     args = with_flink_defaults(["--max_cache_memory_usage_mb", "0"])
     assert occurrences(args, "max_cache_memory_usage_mb") == ["--max_cache_memory_usage_mb"]
     assert PipelineOptions(args).view_as(WorkerOptions).max_cache_memory_usage_mb == 0
