@@ -82,7 +82,7 @@ from transforms.anomalies import ALERTS_TAG, Thresholds
 from transforms.book import FINAL, BarRules, Book, Outcome, unpack_ticks
 from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE
 
-# Deltas in a shard's BOOKS bag before it is rewritten as one snapshot: a
+# Journal entries of a shard before it is rewritten as one snapshot: a
 # rebuild replays at most this many, and a snapshot costs one pickle of the
 # shard's books every this many calls.
 COMPACT_AFTER = 64

@@ -6,10 +6,9 @@ its panes. Everything per symbol that DESIGN.md §3-§5 asks for is decided
 here, so a symbol behaves the same whichever shard holds it and however
 many other symbols share that shard.
 
-A book's durable part (`Book.durable()`) is plain lists, dicts and numbers,
-what the bar step writes to Beam state; the seen tick identities are kept
-apart (they are large and only read when a seq repeats) and the due time
-is derived.
+A book's durable part (`Book.durable()`) is plain lists, dicts, tuples and
+numbers, what the bar step's snapshots hold; the seen tick identities are
+kept apart (they are large and only read when a seq repeats).
 """
 from __future__ import annotations
 
@@ -30,6 +29,7 @@ from transforms.ticks import tick_dead_letter
 # final: its ON_TIME (or first LATE) pane has fired; dirty: ticks added since
 # its last pane; alert types: each alert id is published once (DESIGN.md §5).
 ACC, PANE_INDEX, FINAL, DIRTY, ALERTED = range(5)
+
 
 class Book:
     """One symbol's state in the bar step (see the module docstring)."""
@@ -53,9 +53,6 @@ class Book:
     @classmethod
     def restore(cls, durable: tuple) -> "Book":
         return cls(*durable)
-
-    def is_dirty(self) -> bool:
-        return any(window[DIRTY] and not window[FINAL] for window in self.windows.values())
 
     def seen_entries(self, symbol: str) -> list:
         """The seen identities as (symbol, window end, int bytes, float bytes) entries."""

@@ -2,7 +2,7 @@
 
 `ParseTicks` turns what a source gives (a `RecordBatch` of records read
 together, a `SourceRecord`, the bare value as bytes or text, or a
-`(key, value)` pair as `ReadFromKafka` yields) into per-symbol batches of
+`(key, value)` pair as `ReadFromKafka` yields) into per-shard batches of
 valid ticks. Every record it rejects goes to the `dead_letters` output as
 `(original_key, dead_letter_dict)` with one of the reasons of
 market/schema.py, and is counted with a Beam metric. No record can raise out
