@@ -263,6 +263,10 @@ class BarDatabase:
     def _ddl(self) -> list[str]:
         raise NotImplementedError
 
+    def _schema_lock(self) -> list[str]:
+        """Statements that make concurrent schema set-ups of one store wait for each other."""
+        return []
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -271,7 +275,7 @@ class BarDatabase:
         """Create the tables if absent; raise SchemaMismatch for a store of another schema version."""
         conn = self._conn()
         with self._lock, self._transaction(conn) as cur:
-            for statement in self._ddl():
+            for statement in self._schema_lock() + self._ddl():
                 cur.execute(statement)
             cur.execute(self._sql("SELECT value FROM serving_meta WHERE key = ?"), ("schema_version",))
             row = cur.fetchone()
@@ -494,6 +498,12 @@ class PostgresDatabase(BarDatabase):
 
     def _ddl(self) -> list[str]:
         return _ddl("DOUBLE PRECISION", "BIGINT", "BOOLEAN")
+
+    def _schema_lock(self) -> list[str]:
+        # Two processes starting on a new database at once: CREATE TABLE IF
+        # NOT EXISTS is not safe against a concurrent one (a duplicate-key
+        # error on pg_type), so the set-up takes a transaction-scoped lock.
+        return ["SELECT pg_advisory_xact_lock(7140219)"]
 
     def _transaction(self, conn: Any) -> _Tx:
         return _Tx(conn, None)
