@@ -212,28 +212,6 @@ def pack_records(records: list) -> bytes:
     return b"".join(parts)
 
 
-def unpack_records(blob: bytes) -> list:
-    """The (key, value) pairs of `pack_records` (what the Java side reads)."""
-    version, count = _COUNT.unpack_from(blob, 0)
-    if version != RECORD_BATCH_WRITE_VERSION:
-        raise ValueError(f"record batch format {version}, expected {RECORD_BATCH_WRITE_VERSION}")
-    at, records = _COUNT.size, []
-    for _ in range(count):
-        pair = []
-        for _ in range(2):
-            (length,) = _LENGTH.unpack_from(blob, at)
-            at += _LENGTH.size
-            if length < 0:
-                pair.append(None)
-            else:
-                pair.append(bytes(blob[at:at + length]))
-                at += length
-        records.append(tuple(pair))
-    if at != len(blob):
-        raise ValueError(f"{len(blob) - at} bytes after {count} records")
-    return records
-
-
 class PackRecordsFn(beam.DoFn):
     """(key, value) pairs → batches of up to `max_records`, emitted when full and when the bundle ends.
 

@@ -36,6 +36,8 @@ DEAD_LETTERS_TAG = "dead_letters"
 # A dead letter keeps at most this much of the original value, so one huge
 # garbage record cannot blow the DLQ's message size limit.
 RAW_MAX_CHARS = 65_536
+# Symbols whose shard a worker remembers (a whole market several times over).
+SHARD_CACHE_SYMBOLS = 100_000
 
 
 class SourceRecord(NamedTuple):
@@ -263,6 +265,8 @@ class ParseTickFn(beam.DoFn):
             parsed += len(ticks)
             shard = known.get(symbol)
             if shard is None:
+                if len(known) >= SHARD_CACHE_SYMBOLS:
+                    known.clear()   # a flood of made-up symbols must not grow it without bound
                 shard = known[symbol] = shard_of(symbol, shards)
             entry = by_shard.get((win, shard))
             if entry is None:
