@@ -642,6 +642,7 @@ class BarProgress(TopicReader):
         self.ticks = ticks
         self.latency_at = array("q")    # append time (ms) of the bar, per latency sample
         self.latency = array("q")       # ms
+        self.to_emit = array("q")       # ms, per latency sample: the bar's emitted_at - the tick's event time
         self.on_time = array("q")       # per ON_TIME pane: window_end, append time, delay (ms), flat
         self._pending: list[tuple[tuple[str, int], int, int, int]] = []
         self._resolved_at = -1          # tick_log.count at the last _resolve
@@ -702,7 +703,7 @@ class BarProgress(TopicReader):
         self._gain_at.append(appended)
         self._gain.append(count - before)
         if self.ticks is not None:
-            self._pending.append((key, before, count, appended))
+            self._pending.append((key, before, count, appended, bar.get("emitted_at") or appended))
             self._new_pending = True
 
     def _resolve(self) -> None:
@@ -711,12 +712,14 @@ class BarProgress(TopicReader):
         self._new_pending = False
         with self.ticks.lock:
             self._resolved_at = self.ticks.count
-            for key, before, count, appended in self._pending:
+            for entry in self._pending:
+                key, before, count, appended, emitted = entry
                 stamps = self.ticks.stamps.get(key)
                 if stamps is None or len(stamps) < count:
-                    waiting.append((key, before, count, appended))
+                    waiting.append(entry)
                     continue
                 self.latency.extend([appended - stamp for stamp in stamps[before:count]])
+                self.to_emit.extend([emitted - stamp for stamp in stamps[before:count]])
                 self.latency_at.extend(array("q", [appended]) * (count - before))
         self._pending = waiting
 
@@ -743,6 +746,15 @@ class BarProgress(TopicReader):
             latency = numpy.array(self.latency, dtype=numpy.int64)
             at = numpy.array(self.latency_at, dtype=numpy.int64)
         return latency[(at >= start_ms) & (at <= end_ms)]
+
+    def hops_between(self, start_ms: float, end_ms: float = float("inf")) -> tuple[numpy.ndarray, numpy.ndarray]:
+        """The latencies of latencies_between split at the bar's `emitted_at`: event -> emit, emit -> append."""
+        with self.lock:
+            latency = numpy.array(self.latency, dtype=numpy.int64)
+            to_emit = numpy.array(self.to_emit, dtype=numpy.int64)
+            at = numpy.array(self.latency_at, dtype=numpy.int64)
+        inside = (at >= start_ms) & (at <= end_ms)
+        return to_emit[inside], (latency - to_emit)[inside]
 
     def on_time_delays(self, start_ms: float, end_ms: float) -> numpy.ndarray:
         """Append time − window end of the ON_TIME panes of windows ending in [start_ms, end_ms]."""
@@ -1392,6 +1404,15 @@ def report_live(args: argparse.Namespace, result: LiveResult, series: list[tuple
                f"versions ({unread[2]:,} waiting for their ticks) when it stopped waiting") if unread else ""
     print(f"event time -> first bar version on the bar topic, ticks after {args.warmup_s:.0f}s ({len(lat):,}): "
           f"p50 {p50:,.0f} ms, p95 {p95:,.0f} ms, p99 {p99:,.0f} ms{partial}")
+    # Where it goes, split at the bar's emitted_at (the bar step's clock when
+    # it emitted the pane; same machine, same clock): the wait for a firing
+    # and the stages before it, then the bundle's end, the write and Kafka.
+    to_emit, to_append = progress.hops_between(since_ms)
+    if len(to_emit):
+        e50, e99 = percentiles(to_emit, (50, 99))
+        a50, a99 = percentiles(to_append, (50, 99))
+        print(f"  of which event time -> bar emitted (emitted_at): p50 {e50:,.0f} ms, p99 {e99:,.0f} ms; "
+              f"emitted -> on the bar topic: p50 {a50:,.0f} ms, p99 {a99:,.0f} ms")
     on_time = progress.on_time_delays(since_ms, measured_until * 1000)
     result.on_time_p99, result.on_time_n = percentiles(on_time, (99,))[0], len(on_time)
     print(f"ON_TIME pane on the bar topic after its window's end, windows ending from {args.warmup_s:.0f}s "
