@@ -1000,7 +1000,12 @@ def drain_one(result: DrainResult, cmd: list[str], env: dict | None, bootstrap: 
         if profiler is not None:
             profiler.stop()
     timeline = progress.timeline()
-    mark10, mark90 = timeline.crossed(0.1 * ticks), timeline.crossed(0.9 * ticks)
+    # The whole curve, not only its 10 % / 90 % marks: a slow start and a
+    # fast finish (or the reverse) average out in one rate.
+    marks = [timeline.crossed(f / 10 * ticks) for f in range(1, 10)]
+    print(f"  {system}: s after start at 10 %, 20 %, ... 90 %: "
+          + ", ".join(f"{m[0] / 1000 - t0:.1f}" for m in marks if m is not None), flush=True)
+    mark10, mark90 = marks[0], marks[-1]
     if mark10 is not None:
         (t10, n10), (t90, n90) = mark10, mark90 or (int(time.time() * 1000), progress.processed)
         result.startup_s = t10 / 1000 - t0
@@ -1051,6 +1056,13 @@ def finish_drain(result: DrainResult, progress: BarProgress, proc: Started, dead
         result.full_s = (last - first) / 1000
         result.full_rate = result.accounted / result.full_s
         result.full_cpu_us_per_tick = per_tick(proc.cpu_between(first / 1000, last / 1000), result.accounted)
+        # Where the whole drain's time goes: reading and binning the ticks,
+        # or waiting for the watermark to close the last windows.
+        timeline = progress.timeline()
+        marks = [(share, timeline.crossed(share * result.ticks)) for share in (0.1, 0.5, 0.9, 0.95, 0.99, 1.0)]
+        print(f"  {result.system}: s after the first bar at which that share of the ticks was in bars: "
+              + ", ".join(f"{share:.0%} {(mark[0] - first) / 1000:.1f}" for share, mark in marks if mark)
+              + f"; the last final bar {(last - first) / 1000:.1f}", flush=True)
     _, p99, worst = progress.delay_ms()
     result.reader = (f"bar reader {1e6 * progress.cpu_s() / progress.bars:.1f} µs per bar version "
                      f"({progress.bars:,}), p99 {p99:,.0f} ms behind its topic (max {worst:,.0f})"
