@@ -24,6 +24,7 @@ def expansion_service() -> JavaJarExpansionService:
     """A Kafka IO expansion service started from the local jars, for the Flink runner."""
     jar = fetch.expansion_service_jar()
     fetch.require(jar)
+    fetch.current_event_time_read()   # on the launcher's class path: a changed source compiled first
     return JavaJarExpansionService(str(jar), extra_args=["{{PORT}}", *EXPANSION_ARGS])
 
 

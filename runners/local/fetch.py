@@ -133,6 +133,19 @@ def expansion_service_jar() -> Path:
     return paths.jars_dir(BEAM_CLASSPATH) / "io-expansion-service.jar"
 
 
+def beam_lib() -> Path:
+    return paths.jars_dir(BEAM_CLASSPATH) / "lib"
+
+
+def current_event_time_read() -> Path:
+    """The project's KafkaIO read jar, compiled again first if a source under pipelines/java changed.
+
+    `fetch` builds it; a pipeline started after an edit of the Java side
+    would otherwise run the old classes without a word.
+    """
+    return build_event_time_read(require(beam_lib()))
+
+
 def kafka_lib() -> Path:
     return paths.jars_dir(KAFKA_CLASSPATH) / "lib"
 

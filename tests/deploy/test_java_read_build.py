@@ -95,3 +95,21 @@ def test_the_workers_sdist_holds_the_pipeline_without_its_java(tmp_path):
         names = [name.split("/", 1)[1] for name in tar.getnames() if "/" in name]
     assert "pipelines/kafka_io.py" in names and "pipelines/market.py" in names
     assert not [name for name in names if name.startswith("pipelines/java")]
+
+
+def test_a_pipeline_started_after_an_edit_runs_the_edited_read(tmp_path, javac, monkeypatch):
+    """The local expansion service (every local pipeline start) compiles a changed source first, not only `fetch`."""
+    from runners.local import beam, paths
+    sources = tmp_path / "java"
+    shutil.copytree(fetch.JAVA_SOURCES, sources)
+    monkeypatch.setattr(fetch, "JAVA_SOURCES", sources)
+    monkeypatch.setattr(paths, "jars_dir", lambda descriptor: tmp_path / descriptor)
+    (tmp_path / fetch.BEAM_CLASSPATH / "lib").mkdir(parents=True)
+    fetch.expansion_service_jar().write_bytes(b"launcher")
+    beam.expansion_service()
+    beam.expansion_service()
+    assert len(javac) == 1, "unchanged sources: nothing compiled again"
+    changed = next(sources.rglob("KafkaRecordBatchSource.java"))
+    changed.write_text(changed.read_text() + "\n// changed\n")
+    beam.expansion_service()
+    assert len(javac) == 2 and changed in compiled_sources(javac[1])
