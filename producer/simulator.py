@@ -122,7 +122,8 @@ class TickSimulator:
 
     Tick `i` has event time `start_ms + i * 1000 // event_rate`: the simulated
     clock advances by the tick rate, not by the wall clock, so a seed and a
-    start time (and `seq_base`) fix every tick. Symbols are drawn by their
+    start time (and `seq_base`) fix every tick. Without a start time it
+    starts at the wall clock when the first tick is asked for. Symbols are drawn by their
     `weight`; each has its own `seq` counter, counting up by one from
     `seq_base + 1`. Iterating never ends: bound it with `itertools.islice` or
     a duration.
@@ -167,6 +168,12 @@ class TickSimulator:
             raise ValueError("jump rate and size must be >= 0")
         self.specs = specs
         self.seed = seed
+        # No start time: the simulated clock starts with the wall clock when
+        # the first tick is asked for (_generate), not now. A producer makes
+        # its simulator, then connects to the broker; anchored here, every tick
+        # would carry an event time that much in the past (~0.25 s), and each
+        # latency measured from it would include the producer's start-up.
+        self._follow_clock = start_ms is None
         self.start_ms = int(time.time() * 1000) if start_ms is None else int(start_ms)
         self.seq_base = wall_clock_seq_base() if seq_base is None else int(seq_base)
         if self.seq_base < 0:
@@ -234,10 +241,18 @@ class TickSimulator:
         return next(self._gen)
 
     def _generate(self) -> Iterator[dict[str, Any]]:
+        if self._follow_clock:
+            self._shift_clock(int(time.time() * 1000) - self.start_ms)
         while True:
             block = self._block()
             self._pending = iter(block)
             yield from self._pending
+
+    def _shift_clock(self, by_ms: int) -> None:
+        """Move the simulated clock, before the first tick, by `by_ms`."""
+        self.start_ms += by_ms
+        self._last_ms += by_ms
+        self._next_jump_ms = self._next_jump_ms + by_ms   # inf (no jumps) stays inf
 
     def _block(self) -> list[dict[str, Any]]:
         """The next BLOCK ticks; updates the per-symbol state of the symbols among them."""

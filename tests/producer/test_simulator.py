@@ -47,6 +47,19 @@ def test_event_time_follows_the_event_rate() -> None:
     assert all(a["timestamp"] <= b["timestamp"] for a, b in zip(ticks, ticks[1:]))
 
 
+def test_without_a_start_time_the_clock_starts_with_the_first_tick_not_with_the_simulator() -> None:
+    """A producer makes its simulator, then connects: its first ticks must not be stamped in the past."""
+    import time
+    simulator = TickSimulator(seed=3, seq_base=0, jump_rate_per_min=1.0)
+    time.sleep(0.3)
+    asked_ms = int(time.time() * 1000)
+    first = next(iter(simulator))
+    assert asked_ms - 20 <= first["timestamp"] <= int(time.time() * 1000)
+    later = list(islice(simulator, 9_999))
+    assert later[-1]["timestamp"] - first["timestamp"] == pytest.approx(1_000, abs=2), "still paced by the rate"
+    assert all(tick["timestamp"] >= first["timestamp"] for tick in later)
+
+
 def test_seq_increases_by_one_per_symbol() -> None:
     last: dict[str, int] = defaultdict(int)
     for tick in take(30_000, seed=4):
