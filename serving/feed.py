@@ -1,7 +1,7 @@
-"""The Kafka feed: resume both output topics from the positions stored with the bars, then follow them live.
+"""The Kafka feed: resume the output topics from the positions stored with the bars, then follow them live.
 
 One background thread owns one confluent-kafka Consumer that is *assigned*
-every partition of both topics (no consumer group sharing), so each serving
+every partition of the bars, alerts and dead-letter topics (no consumer group sharing), so each serving
 process sees everything. A partition the database has a position for resumes
 there, rewound to the start of the windows still open (their EARLY panes are
 only in Kafka; what is re-read before the stored position is applied to
@@ -24,10 +24,12 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from market.kafka_security import KafkaSecurity
-from serving.metrics import Metrics
+from market.schema import PANE_ON_TIME
+from serving.database import DeadLetterRow
+from serving.metrics import Metrics, reason_label
 from serving.protocol import CHANNEL_ALERTS, CHANNEL_TRENDS
-from serving.records import REASON_INTERNAL_ERROR, MalformedRecord, decode_record
-from serving.updates import Update, Updates
+from serving.records import REASON_INTERNAL_ERROR, MalformedRecord, dead_letter_row, decode_record
+from serving.updates import DEAD_LETTERS, Update, Updates
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,12 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity | None = Non
 
 
 class KafkaFeed:
-    """Background consumer of the trends and alerts topics feeding a Hub."""
+    """Background consumer of the trends, alerts and (if named) dead-letter topics feeding serving.updates."""
 
     def __init__(self, updates: Updates, metrics: Metrics, bootstrap_servers: str, trends_topic: str,
                  alerts_topic: str, history_hours: float, security: KafkaSecurity | None = None,
-                 stored: dict[tuple[str, int], int] | None = None, reread_ms: int = 0) -> None:
+                 stored: dict[tuple[str, int], int] | None = None, reread_ms: int = 0,
+                 dlq_topic: str | None = None) -> None:
         self.updates = updates
         self.security = security
         self.refused_login: str | None = None   # the broker's last "authentication failed", for /readyz
@@ -72,6 +75,8 @@ class KafkaFeed:
         self.bootstrap_servers = bootstrap_servers
         self.trends_topic = trends_topic
         self.alerts_topic = alerts_topic
+        self.dlq_topic = dlq_topic or None
+        self.topics = tuple(t for t in (trends_topic, alerts_topic, self.dlq_topic) if t)
         self.history_ms = int(history_hours * 3600 * 1000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,10 +182,10 @@ class KafkaFeed:
             probe.close()
 
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
-        """Every partition of both topics, at the remembered position or the start of the history."""
+        """Every partition of the topics, at the remembered position or the start of the history."""
         start_ms = int(time.time() * 1000) - self.history_ms
         wanted: list[TopicPartition] = []
-        for topic in (self.trends_topic, self.alerts_topic):
+        for topic in self.topics:
             meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
                 raise KafkaException(f"topic {topic} unavailable: {meta.error if meta else 'missing'}")
@@ -216,7 +221,7 @@ class KafkaFeed:
                 # a reconnect before the first record both count from here.
                 self._positions[key] = offset
             out.append(TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING))
-        log.info("assigned %d partitions of %s and %s", len(out), self.trends_topic, self.alerts_topic)
+        log.info("assigned %d partitions of %s", len(out), ", ".join(self.topics))
         return out
 
     def _pending(self, consumer: Consumer, assignment: list[TopicPartition]) -> dict[tuple[str, int], int]:
@@ -265,6 +270,9 @@ class KafkaFeed:
         origins: list[Any] = []     # the message of each entry of `records`
         handled: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}   # counted per batch: a labelled inc() per record cost ~2 us
+        received = time.time()
+        # Latency is of live bars: a replayed history would report its age as pipeline -> serving.
+        timed = self.replayed
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -275,24 +283,61 @@ class KafkaFeed:
             topic = msg.topic()
             handled[(topic, msg.partition())] = msg.offset() + 1
             consumed[topic] = consumed.get(topic, 0) + 1
+            stored = self._stored.get((topic, msg.partition()))
+            persist = stored is None or msg.offset() >= stored
+            if topic == self.dlq_topic:
+                row = self._dead_letter(msg)
+                if row is not None:
+                    records.append(Update(DEAD_LETTERS, row, persist=persist))
+                    origins.append(msg)
+                continue
+            is_bar = topic == self.trends_topic
             try:
-                record = decode_record(msg.value(), bar=topic == self.trends_topic)
+                record = decode_record(msg.value(), bar=is_bar)
             except MalformedRecord as exc:
                 self._reject(msg, exc.reason, exc)
                 continue
             except Exception as exc:  # whatever one record does, the feed goes on
                 self._reject(msg, REASON_INTERNAL_ERROR, exc)
                 continue
-            stored = self._stored.get((topic, msg.partition()))
-            records.append(Update(CHANNEL_TRENDS if topic == self.trends_topic else CHANNEL_ALERTS, record,
-                                  persist=stored is None or msg.offset() >= stored))
+            if is_bar and timed:
+                self._time_bar(record, received)
+            records.append(Update(CHANNEL_TRENDS if is_bar else CHANNEL_ALERTS, record, persist=persist))
             origins.append(msg)
         if records or handled:
             self.updates.apply(records, handled,
-                               on_error=lambda i, exc: self._reject(origins[i], REASON_INTERNAL_ERROR, exc))
+                               on_error=lambda i, exc: self._reject(origins[i], REASON_INTERNAL_ERROR, exc),
+                               received=received if timed else None)
         self._positions.update(handled)
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)
+
+    def _dead_letter(self, msg: Any) -> DeadLetterRow | None:
+        """The row a record of the dead-letter topic is stored as, counted by its reason; None (counted and
+        logged as rejected) if it is not a dead letter of DESIGN.md §6."""
+        try:
+            row = dead_letter_row(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+        except MalformedRecord as exc:
+            self._reject(msg, exc.reason, exc)
+            return None
+        except Exception as exc:  # whatever one record does, the feed goes on
+            self._reject(msg, REASON_INTERNAL_ERROR, exc)
+            return None
+        self.metrics.dead_letters.labels(reason_label(row.reason)).inc()
+        return row
+
+    def _time_bar(self, bar: dict[str, Any], received: float) -> None:
+        """Observe the hops of one live bar that its `last_tick_ms` and `emitted_at` tell (null: an older pipeline)."""
+        emitted = bar["emitted_at"]
+        if emitted is None:
+            return
+        last_tick = bar["last_tick_ms"]
+        m = self.metrics
+        if last_tick is not None:
+            m.latency_event_to_emit.observe((emitted - last_tick) / 1000)
+        if bar["pane"] == PANE_ON_TIME:
+            m.latency_on_time_delay.observe((emitted - bar["window_end"]) / 1000)
+        m.latency_pipeline_to_serving.observe(received - emitted / 1000)
 
     def _reject(self, msg: Any, reason: str, exc: Exception) -> None:
         self.metrics.rejected.labels(msg.topic(), reason).inc()

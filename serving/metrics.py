@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from market.schema import DEAD_LETTER_REASONS
+
 # Any other method (a client may send "FOO") is counted as "other".
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
@@ -14,6 +16,26 @@ HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTI
 def method_label(method: str) -> str:
     """The request's method as a bounded label value."""
     return method if method in HTTP_METHODS else "other"
+
+
+# A dead letter's reason is any short word (DESIGN.md §6): the pipeline's known ones are labels, the rest "other".
+_REASON_LABELS = frozenset(DEAD_LETTER_REASONS)
+
+
+def reason_label(reason: str) -> str:
+    """A dead letter's reason as a bounded label value."""
+    return reason if reason in _REASON_LABELS else "other"
+
+
+# The hops of a bar's latency (DESIGN.md §4 `last_tick_ms`, `emitted_at`), label values of serving_bar_latency_seconds.
+HOP_EVENT_TO_EMIT = "event_to_emit"             # emitted_at - last_tick_ms, every pane
+HOP_ON_TIME_DELAY = "on_time_delay"             # emitted_at - window_end, ON_TIME panes
+HOP_PIPELINE_TO_SERVING = "pipeline_to_serving"   # receipt from Kafka - emitted_at
+HOP_SERVING_TO_WEBSOCKET = "serving_to_websocket"  # receipt - handed to the WebSocket clients
+HOPS = (HOP_EVENT_TO_EMIT, HOP_ON_TIME_DELAY, HOP_PIPELINE_TO_SERVING, HOP_SERVING_TO_WEBSOCKET)
+# From a few ms (serving's own hop) to minutes (an ON_TIME pane waits for the watermark; lateness).
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+                   60.0, 120.0, 300.0)
 
 
 class Metrics:
@@ -52,6 +74,18 @@ class Metrics:
             "serving_store_write_seconds", "Time to write one batch (bars, alerts, offsets) in one transaction",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0), registry=r)
         self.store_pruned = Counter("serving_store_pruned", "Bars deleted by --history_days retention", registry=r)
+        self.dead_letters = Counter("serving_dead_letters",
+                                    "Dead letters (rejected ticks) read from the dead-letter topic, by reason "
+                                    "(reasons the pipeline does not define: other)", ["reason"], registry=r)
+        self.bar_latency = Histogram(
+            "serving_bar_latency_seconds",
+            "Latency of live bars by hop: event_to_emit (emitted_at - last_tick_ms), on_time_delay (emitted_at - "
+            "window_end, ON_TIME panes), pipeline_to_serving (receipt - emitted_at), serving_to_websocket "
+            "(receipt - handed to the WebSocket clients, per batch)", ["hop"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency_event_to_emit = self.bar_latency.labels(HOP_EVENT_TO_EMIT)
+        self.latency_on_time_delay = self.bar_latency.labels(HOP_ON_TIME_DELAY)
+        self.latency_pipeline_to_serving = self.bar_latency.labels(HOP_PIPELINE_TO_SERVING)
+        self.latency_to_websocket = self.bar_latency.labels(HOP_SERVING_TO_WEBSOCKET)
         self.request_latency = Histogram(
             "serving_request_duration_seconds", "HTTP request latency", ["method", "endpoint", "status"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
