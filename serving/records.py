@@ -343,10 +343,13 @@ def decode_dead_letter(value: bytes | None) -> Record:
 
 
 def key_text(key: bytes | None) -> str | None:
-    """A dead letter's Kafka key (the rejected record's original key) as text; undecodable bytes stay visible."""
+    """A dead letter's Kafka key (the rejected record's original key) as text; undecodable bytes and NUL are
+    written \\xNN."""
     if key is None:
         return None
-    return bytes(key[:MAX_KEY_CHARS * 4]).decode("utf-8", errors="backslashreplace")[:MAX_KEY_CHARS]
+    text = bytes(key[:MAX_KEY_CHARS * 4]).decode("utf-8", errors="backslashreplace")
+    # PostgreSQL's TEXT cannot hold NUL: written as the other unprintable bytes are.
+    return text.replace("\x00", "\\x00")[:MAX_KEY_CHARS]
 
 
 def dead_letter_symbol(key: str | None, record: Record) -> str | None:
