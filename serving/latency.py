@@ -1,9 +1,9 @@
 """Current p50/p99 of each latency hop, from the histogram /metrics exposes (no second measurement).
 
 A Prometheus histogram counts since start; "current" is the difference from
-a snapshot of its buckets about `window_s` ago. Snapshots are taken when
-asked (the dashboard polls), at most every `every_s`, so nothing runs while
-nobody looks. Quantiles are interpolated within a bucket, as Prometheus'
+a snapshot of its buckets about `window_s` ago (since start until there is
+one). Snapshots are taken when asked (the dashboard polls), at most every
+`every_s`, so nothing runs while nobody looks. Quantiles are interpolated within a bucket, as Prometheus'
 histogram_quantile does: as exact as the buckets (serving.metrics.LATENCY_BUCKETS).
 """
 from __future__ import annotations
@@ -64,14 +64,18 @@ class LatencyWindow:
         self._started = time.monotonic()
 
     def current(self) -> dict[str, Any]:
-        """{"window_s", "hops": {hop: {"count", "p50_ms", "p99_ms"}}}: counts and quantiles since the oldest
-        snapshot within the window (since start while serving is younger than it)."""
+        """{"window_s", "hops": {hop: {"count", "p50_ms", "p99_ms"}}}: counts and quantiles since the newest
+        snapshot at least `window_s` old, or since start while there is none (the first minute of asking)."""
         now = time.monotonic()
         bounds, counts = bucket_counts(self.histogram)
         with self._lock:
+            # Drop the snapshots that a newer one, also older than the window, makes useless.
             while len(self._snapshots) > 1 and now - self._snapshots[1][0] >= self.window_s:
                 self._snapshots.popleft()
-            base_at, base = self._snapshots[0] if self._snapshots else (self._started, {})
+            if self._snapshots and now - self._snapshots[0][0] >= self.window_s:
+                base_at, base = self._snapshots[0]
+            else:
+                base_at, base = self._started, {}
             if not self._snapshots or now - self._snapshots[-1][0] >= self.every_s:
                 self._snapshots.append((now, counts))
         hops = {}
