@@ -68,7 +68,7 @@ class Metrics:
         self.fanout = Histogram(
             "serving_fanout_seconds", "Time to hand one bar or alert to every subscribed WebSocket client",
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)
-        self.stored = Counter("serving_store_written", "Bars of record and alerts written to the database",
+        self.stored = Counter("serving_store_written", "Bars of record, alerts and dead letters written to the database",
                               ["kind"], registry=r)
         self.store_write = Histogram(
             "serving_store_write_seconds", "Time to write one batch (bars, alerts, offsets) in one transaction",
