@@ -55,6 +55,9 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity | None = Non
         "enable.partition.eof": False,
         # Serve a new bar within tens of ms even on a quiet topic.
         "fetch.wait.max.ms": 100,
+        # librdkafka prefetches up to 64 MiB by default, which a flood of large dead letters fills whenever
+        # the store falls behind; 16 MiB is still seconds of bars at 10,000 a second (issue 20).
+        "queued.max.messages.kbytes": 16 * 1024,
         "reconnect.backoff.ms": 200,
         "reconnect.backoff.max.ms": 2000,
         "client.id": "market-serving",
