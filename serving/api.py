@@ -84,10 +84,11 @@ def dead_letters() -> Response:
 
 @bp.get("/api/v1/dead-letters/summary")
 def dead_letter_summary() -> Response:
-    """Rejected ticks with rejected_at >= from: the total, by reason, and the 50 symbols with the most."""
+    """Rejected ticks with rejected_at >= from: the total, by reason, and the 50 symbols with the most
+    (up to 3 s old: a count over a flood is costly, so concurrent askers share one)."""
     start = params.parse_time("from", request.args.get("from"))
     _require_ready()
-    return jsonify(state().db.dead_letter_summary(start))
+    return jsonify(state().store.dead_letter_summary(start))
 
 
 @bp.get("/api/v1/latency")

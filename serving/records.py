@@ -370,9 +370,10 @@ def dead_letter_symbol(key: str | None, record: Record) -> str | None:
 
 def dead_letter_row(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> DeadLetterRow:
     """The store's row of one record of the dead-letter topic; raises MalformedRecord if it is not a dead letter."""
+    if value is None:
+        raise MalformedRecord(REASON_INVALID_JSON, "record has no value (a tombstone)")
     record = decode_dead_letter(value)
     text = key_text(key)
-    assert value is not None    # decode_dead_letter refuses a tombstone
     return DeadLetterRow(topic, partition, offset, record["rejected_at"], record["reason"],
                          dead_letter_symbol(text, record), text, value.decode())
 

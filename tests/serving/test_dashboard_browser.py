@@ -121,7 +121,8 @@ def test_rejected_ticks_and_latency_panels(browser: Browser, live_server: Callab
     updates.publish_dead_letters(dead_letter_rows([(b"TSLA", dead_letter("duplicate", detail="exact copy of seq 7",
                                                                          rejected_at=int(time.time() * 1000)))],
                                                   first_offset=10))
-    browser.wait_for("document.querySelector('#rejects-panel').dataset.total === '4'", timeout=5)
+    # Within a poll (2 s) of the server's shared summary (at most 3 s old).
+    browser.wait_for("document.querySelector('#rejects-panel').dataset.total === '4'", timeout=10)
     assert "exact copy of seq 7" in browser.evaluate("document.querySelector('#rejects li').textContent")
     assert browser.evaluate("document.querySelector('#reject-reasons li[data-reason=duplicate]').dataset.n") == "1"
 

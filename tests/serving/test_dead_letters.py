@@ -159,6 +159,18 @@ def test_summary_route(ledger: Flask, client: FlaskClient) -> None:
                                                                         {"symbol": "MSFT", "n": 1}]}
 
 
+def test_concurrent_summaries_share_one_count(ledger: Flask, client: FlaskClient,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    db = serving_of(ledger).db
+    counted: list[int | None] = []
+    real = db.dead_letter_summary
+    monkeypatch.setattr(db, "dead_letter_summary", lambda start=None: counted.append(start) or real(start))
+    for _ in range(5):
+        assert client.get(f"/api/v1/dead-letters/summary?from={BASE_MS}").get_json()["total"] == 4
+    assert client.get(f"/api/v1/dead-letters/summary?from={BASE_MS + 2_500}").get_json()["total"] == 2
+    assert counted == [BASE_MS, BASE_MS + 2_500]
+
+
 @pytest.mark.parametrize(("url", "code"), [
     ("/api/v1/dead-letters?reason=INVALID", "bad_reason"),
     ("/api/v1/dead-letters?reason=", "bad_reason"),
