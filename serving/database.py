@@ -1,4 +1,4 @@
-"""The bars of record, the alerts and the dead letters in a database: SQLite (a file, WAL mode) or PostgreSQL (psycopg 3).
+"""The bars of record, alerts and dead letters in a database: SQLite (a file, WAL mode) or PostgreSQL (psycopg 3).
 
 `BarDatabase` is the one interface; `open_database(url)` picks the engine
 (DESIGN.md §7: `sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB`). Both

@@ -276,6 +276,9 @@ class KafkaFeed:
         received = time.time()
         # Latency is of live bars: a replayed history would report its age as pipeline -> serving.
         timed = self.replayed
+        to_emit: list[float] = []       # the batch's hops, in seconds, observed at once (serving.metrics)
+        on_time: list[float] = []
+        to_serving: list[float] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -303,8 +306,14 @@ class KafkaFeed:
             except Exception as exc:  # whatever one record does, the feed goes on
                 self._reject(msg, REASON_INTERNAL_ERROR, exc)
                 continue
-            if is_bar and timed:
-                self._time_bar(record, received)
+            if is_bar and timed and record["emitted_at"] is not None:
+                # A bar from an older pipeline (the fields null) is not timed.
+                emitted = record["emitted_at"]
+                if record["last_tick_ms"] is not None:
+                    to_emit.append((emitted - record["last_tick_ms"]) / 1000)
+                if record["pane"] == PANE_ON_TIME:
+                    on_time.append((emitted - record["window_end"]) / 1000)
+                to_serving.append(received - emitted / 1000)
             records.append(Update(CHANNEL_TRENDS if is_bar else CHANNEL_ALERTS, record, persist=persist))
             origins.append(msg)
         if records or handled:
@@ -314,6 +323,10 @@ class KafkaFeed:
         self._positions.update(handled)
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)
+        if to_serving:
+            self.metrics.latency_event_to_emit.observe_many(to_emit)
+            self.metrics.latency_on_time_delay.observe_many(on_time)
+            self.metrics.latency_pipeline_to_serving.observe_many(to_serving)
 
     def _dead_letter(self, msg: Any) -> DeadLetterRow | None:
         """The row a record of the dead-letter topic is stored as, counted by its reason; None (counted and
@@ -328,19 +341,6 @@ class KafkaFeed:
             return None
         self.metrics.dead_letters.labels(reason_label(row.reason)).inc()
         return row
-
-    def _time_bar(self, bar: dict[str, Any], received: float) -> None:
-        """Observe the hops of one live bar that its `last_tick_ms` and `emitted_at` tell (null: an older pipeline)."""
-        emitted = bar["emitted_at"]
-        if emitted is None:
-            return
-        last_tick = bar["last_tick_ms"]
-        m = self.metrics
-        if last_tick is not None:
-            m.latency_event_to_emit.observe((emitted - last_tick) / 1000)
-        if bar["pane"] == PANE_ON_TIME:
-            m.latency_on_time_delay.observe((emitted - bar["window_end"]) / 1000)
-        m.latency_pipeline_to_serving.observe(received - emitted / 1000)
 
     def _reject(self, msg: Any, reason: str, exc: Exception) -> None:
         self.metrics.rejected.labels(msg.topic(), reason).inc()

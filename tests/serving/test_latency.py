@@ -32,3 +32,26 @@ def test_the_window_forgets_what_is_older_than_it() -> None:
     # Only what came after the snapshot of 0.35 s ago.
     assert later["hops"][HOP_EVENT_TO_EMIT]["count"] == 1 and later["hops"][HOP_EVENT_TO_EMIT]["p99_ms"] <= 5
     assert later["window_s"] >= 0.3
+
+
+def test_the_batched_histogram_exposes_what_prometheus_clients_own_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from serving.metrics import HOPS, LATENCY_BUCKETS
+
+    values = [0.0005, 0.001, 0.0011, 0.5, 1.0, 1.0000001, 2.9, 299.0, 300.0, 301.0, 1e6, -0.2]
+    ours = Metrics()
+    ours.latency_on_time_delay.observe_many(values[:5])
+    for value in values[5:]:
+        ours.latency_on_time_delay.observe(value)
+    registry = CollectorRegistry()
+    theirs = Histogram("serving_bar_latency_seconds", "x", ["hop"], buckets=LATENCY_BUCKETS, registry=registry)
+    for hop in HOPS:
+        theirs.labels(hop)
+    for value in values:
+        theirs.labels(HOP_ON_TIME_DELAY).observe(value)
+
+    def samples(text: bytes) -> list[str]:
+        return sorted(line for line in text.decode().splitlines()
+                      if line.startswith("serving_bar_latency_seconds_") and "_created" not in line)
+    assert samples(generate_latest(ours.registry)) == samples(generate_latest(registry))
