@@ -96,7 +96,7 @@ class Server:
                  extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": trends,
-               "ALERTS_TOPIC": alerts, "HISTORY_HOURS": "1", "WS_QUEUE_BYTES": str(queue_bytes),
+               "ALERTS_TOPIC": alerts, "DLQ_TOPIC": f"{trends}_dlq", "HISTORY_HOURS": "1", "WS_QUEUE_BYTES": str(queue_bytes),
                "LOG_LEVEL": "WARNING", **(extra_env or {})}
         cmd = [str(ROOT / ".venv/bin/gunicorn"), "--worker-class", "gthread", "--workers", "1",
                "--threads", str(threads), "--worker-connections", str(2 * threads), "--backlog", "4096",
@@ -470,8 +470,10 @@ def bench_universe(args: argparse.Namespace) -> int:
     admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
     suffix = uuid.uuid4().hex[:8]
     trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
-    for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
-                                       for t in (trends, alerts)]).values():
+    # Serving reads the dead letters of `{trends}_dlq` (Server): one partition, as DESIGN.md §2 has it.
+    for future in admin.create_topics([NewTopic(t, num_partitions=3 if t != f"{trends}_dlq" else 1,
+                                                replication_factor=1)
+                                       for t in (trends, alerts, f"{trends}_dlq")]).values():
         future.result()
     producer = Producer({"bootstrap.servers": args.bootstrap_servers, "linger.ms": 5})
     now_ms = int(time.time() * 1000)
@@ -549,7 +551,7 @@ def bench_universe(args: argparse.Namespace) -> int:
         if feeder.is_alive():
             feeder.terminate()
         server.stop()
-        for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
+        for future in admin.delete_topics([trends, alerts, f"{trends}_dlq"], operation_timeout=30).values():
             try:
                 future.result()
             except Exception:
@@ -628,8 +630,10 @@ def bench_store(args: argparse.Namespace) -> int:
     admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
     suffix = uuid.uuid4().hex[:8]
     trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
-    for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
-                                       for t in (trends, alerts)]).values():
+    # Serving reads the dead letters of `{trends}_dlq` (Server): one partition, as DESIGN.md §2 has it.
+    for future in admin.create_topics([NewTopic(t, num_partitions=3 if t != f"{trends}_dlq" else 1,
+                                                replication_factor=1)
+                                       for t in (trends, alerts, f"{trends}_dlq")]).values():
         future.result()
     t = time.monotonic()
     server = Server(args.bootstrap_servers, trends, alerts, threads=64, queue_bytes=args.queue_bytes,
@@ -672,7 +676,7 @@ def bench_store(args: argparse.Namespace) -> int:
         print(f"resident memory after the queries {rss_mb(server.worker):.0f} MB; load average {os.getloadavg()[0]:.1f}")
     finally:
         server.stop()
-        for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
+        for future in admin.delete_topics([trends, alerts, f"{trends}_dlq"], operation_timeout=30).values():
             try:
                 future.result()
             except Exception:
@@ -724,8 +728,10 @@ def main(argv: list[str] | None = None) -> int:
     admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
     suffix = uuid.uuid4().hex[:8]
     trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
-    for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
-                                       for t in (trends, alerts)]).values():
+    # Serving reads the dead letters of `{trends}_dlq` (Server): one partition, as DESIGN.md §2 has it.
+    for future in admin.create_topics([NewTopic(t, num_partitions=3 if t != f"{trends}_dlq" else 1,
+                                                replication_factor=1)
+                                       for t in (trends, alerts, f"{trends}_dlq")]).values():
         future.result()
     producer = Producer({"bootstrap.servers": args.bootstrap_servers, "linger.ms": 0})
     now_ms = int(time.time() * 1000)
@@ -777,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         import shutil
         shutil.rmtree(store, ignore_errors=True)
-        for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
+        for future in admin.delete_topics([trends, alerts, f"{trends}_dlq"], operation_timeout=30).values():
             try:
                 future.result()
             except Exception:

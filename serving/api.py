@@ -69,6 +69,34 @@ def alerts() -> Response:
     return jsonify({"alerts": state().store.alerts(symbol, alert_type, since, limit)})
 
 
+@bp.get("/api/v1/dead-letters")
+def dead_letters() -> Response:
+    """Rejected ticks newest first (by rejected_at), filtered by reason, symbol and from <= rejected_at <= to."""
+    reason = params.parse_reason(request.args.get("reason"))
+    symbol_arg = request.args.get("symbol")
+    symbol = params.parse_symbol(symbol_arg) if symbol_arg is not None else None
+    start = params.parse_time("from", request.args.get("from"))
+    end = params.parse_time("to", request.args.get("to"))
+    limit = params.parse_limit(request.args.get("limit"), mc.REST_DEFAULT_LIMIT, params.DEAD_LETTERS_MAX_LIMIT)
+    _require_ready()
+    return jsonify({"dead_letters": state().db.dead_letters(reason, symbol, start, end, limit)})
+
+
+@bp.get("/api/v1/dead-letters/summary")
+def dead_letter_summary() -> Response:
+    """Rejected ticks with rejected_at >= from: the total, by reason, and the 50 symbols with the most
+    (up to 3 s old: a count over a flood is costly, so concurrent askers share one)."""
+    start = params.parse_time("from", request.args.get("from"))
+    _require_ready()
+    return jsonify(state().store.dead_letter_summary(start))
+
+
+@bp.get("/api/v1/latency")
+def latency() -> Response:
+    """p50 and p99 of each hop of the live bars' latency over the last minute (from /metrics' histogram)."""
+    return jsonify(state().latency.current())
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
     """Liveness: the process answers."""

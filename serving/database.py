@@ -1,15 +1,16 @@
-"""The bars of record and the alerts in a database: SQLite (a file, WAL mode) or PostgreSQL (psycopg 3).
+"""The bars of record, alerts and dead letters in a database: SQLite (a file, WAL mode) or PostgreSQL (psycopg 3).
 
 `BarDatabase` is the one interface; `open_database(url)` picks the engine
 (DESIGN.md §7: `sqlite:///PATH` or `postgresql://USER@HOST:PORT/DB`). Both
 engines run the same SQL (`?` placeholders, `INSERT ... ON CONFLICT`, window
 functions); only DDL types and connection set-up differ.
 
-Writes: `write(bars, alerts, offsets)` applies one batch in one transaction:
-final bars (a version replaces a stored one only if it is newer by
-DESIGN.md §4: pane_index, then is_final, then tick_count), alerts (first
-id wins), the newest window per symbol, and the Kafka positions the batch
-reaches (never moved back). A crash leaves either all of a batch or none of
+Writes: `write(bars, alerts, offsets, dead_letters)` applies one batch in one
+transaction: final bars (a version replaces a stored one only if it is newer
+by DESIGN.md §4: pane_index, then is_final, then tick_count), alerts (first
+id wins), the newest window per symbol, dead letters (one row per record of
+the dead-letter topic, identified by its topic, partition and offset), and
+the Kafka positions the batch reaches (never moved back). A crash leaves either all of a batch or none of
 it; a replay, a restart or a second process writing the same records
 changes nothing. Rows are written in key order so two processes on one
 PostgreSQL take their row locks in the same order (no deadlock).
@@ -24,7 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from market import codec
 from market.schema import BAR_FIELDS
@@ -46,6 +47,19 @@ _REAL_NULL = ("log_return", "return_zscore", "volume_ratio", "sma_fast", "sma_sl
 _BOOL = ("is_volatility_anomaly", "is_final")
 BAR_COLUMNS = (*BAR_FIELDS, "extra")
 _BAR_FIELD_SET = frozenset(BAR_FIELDS)
+
+
+class DeadLetterRow(NamedTuple):
+    """One record of the dead-letter topic as stored: where it was read, what it is about, its JSON."""
+
+    topic: str
+    partition: int
+    offset: int
+    rejected_at: int
+    reason: str
+    symbol: str | None      # serving.records.dead_letter_symbol
+    key: str | None         # the rejected record's original key, as text
+    body: str               # the dead letter's JSON as the pipeline wrote it (checked by serving.records)
 
 
 class SchemaMismatch(RuntimeError):
@@ -77,6 +91,14 @@ def _ddl(real: str, bigint: str, boolean: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS alerts_by_symbol ON alerts (symbol, detected_at)",
         f"CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, part INTEGER NOT NULL, next_offset {bigint} "
         "NOT NULL, PRIMARY KEY (topic, part))",
+        # Added to schema 1 as a new table: a store made before it gets it on start, nothing else changes.
+        f"CREATE TABLE IF NOT EXISTS dead_letters (topic TEXT NOT NULL, part INTEGER NOT NULL, "
+        f"kafka_offset {bigint} NOT NULL, rejected_at {bigint} NOT NULL, reason TEXT NOT NULL, symbol TEXT, "
+        "record_key TEXT, body TEXT NOT NULL, PRIMARY KEY (topic, part, kafka_offset))",
+        # Covering the summary's counts (and the newest-first list): an index scan, no row of text read.
+        "CREATE INDEX IF NOT EXISTS dead_letters_by_time ON dead_letters (rejected_at, reason, symbol)",
+        "CREATE INDEX IF NOT EXISTS dead_letters_by_reason ON dead_letters (reason, rejected_at)",
+        "CREATE INDEX IF NOT EXISTS dead_letters_by_symbol ON dead_letters (symbol, rejected_at)",
     ]
 
 
@@ -94,6 +116,9 @@ UPSERT_SYMBOL = ("INSERT INTO symbols (symbol, last_start) VALUES (?, ?) ON CONF
                  "SET last_start = excluded.last_start WHERE excluded.last_start > symbols.last_start")
 UPSERT_OFFSET = ("INSERT INTO offsets (topic, part, next_offset) VALUES (?, ?, ?) ON CONFLICT (topic, part) "
                  "DO UPDATE SET next_offset = excluded.next_offset WHERE excluded.next_offset > offsets.next_offset")
+INSERT_DEAD_LETTER = ("INSERT INTO dead_letters (topic, part, kafka_offset, rejected_at, reason, symbol, record_key, "
+                      "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (topic, part, kafka_offset) DO NOTHING")
+TOP_SYMBOLS = 50    # of the dead-letter summary (DESIGN.md §7)
 _SELECT_BARS = f"SELECT {', '.join(BAR_COLUMNS)} FROM bars"
 
 # One row per interval of `?` ms: the first window's open and the last's close
@@ -292,10 +317,13 @@ class BarDatabase:
         raise NotImplementedError
 
     # --- writes ----------------------------------------------------------------
-    def write(self, bars: Iterable[Bar], alerts: Iterable[Alert], offsets: Offsets) -> None:
-        """One batch in one transaction: final bars, alerts, newest window per symbol, Kafka positions."""
+    def write(self, bars: Iterable[Bar], alerts: Iterable[Alert], offsets: Offsets,
+              dead_letters: Iterable[DeadLetterRow] = ()) -> None:
+        """One batch in one transaction: final bars, alerts, newest window per symbol, dead letters,
+        Kafka positions."""
         bars = sorted(bars, key=lambda b: (b["symbol"], b["window_start"]))
         alerts = sorted(alerts, key=lambda a: a["alert_id"])
+        letters = sorted(dead_letters, key=lambda d: (d.topic, d.partition, d.offset))
         newest: dict[str, int] = {}
         for b in bars:
             newest[b["symbol"]] = max(b["window_start"], newest.get(b["symbol"], b["window_start"]))
@@ -312,6 +340,8 @@ class BarDatabase:
                                  codec.dumps(a).decode()) for a in alerts])
                         if newest:
                             cur.executemany(self._sql(UPSERT_SYMBOL), sorted(newest.items()))
+                        if letters:
+                            cur.executemany(self._sql(INSERT_DEAD_LETTER), letters)
                         if offsets:
                             cur.executemany(self._sql(UPSERT_OFFSET),
                                             [(t, p, o) for (t, p), o in sorted(offsets.items())])
@@ -325,7 +355,7 @@ class BarDatabase:
         return False
 
     def prune(self, before_ms: int, symbols_per_transaction: int = 500) -> int:
-        """Delete bars with window_start < before_ms and alerts detected before it, a few symbols at a time
+        """Delete bars with window_start < before_ms and alerts and dead letters from before it, a few symbols at a time
         (through the primary key, so no index on time alone is needed); the number of bars deleted."""
         conn = self._conn()
         with self._lock, self._transaction(conn) as cur:
@@ -340,6 +370,8 @@ class BarDatabase:
                 cur.execute(self._sql("DELETE FROM symbols WHERE last_start < ?"), (before_ms,))
         with self._lock, self._transaction(conn) as cur:
             cur.execute(self._sql("DELETE FROM alerts WHERE detected_at < ?"), (before_ms,))
+        with self._lock, self._transaction(conn) as cur:
+            cur.execute(self._sql("DELETE FROM dead_letters WHERE rejected_at < ?"), (before_ms,))
         return deleted
 
     # --- reads -------------------------------------------------------------------
@@ -398,6 +430,40 @@ class BarDatabase:
         rows = self._query(f"SELECT body FROM alerts WHERE {' AND '.join(where)} "
                            "ORDER BY detected_at DESC, alert_id LIMIT ?", (*args, limit))
         return [codec.loads(r[0]) for r in rows]
+
+    @staticmethod
+    def _dead_letter_filter(start_ms: int | None, end_ms: int | None, reason: str | None = None,
+                            symbol: str | None = None) -> tuple[str, list[Any]]:
+        where = ["rejected_at >= ?", "rejected_at <= ?"]
+        args: list[Any] = [-(2**62) if start_ms is None else start_ms, 2**62 if end_ms is None else end_ms]
+        if reason is not None:
+            where.append("reason = ?")
+            args.append(reason)
+        if symbol is not None:
+            where.append("symbol = ?")
+            args.append(symbol.upper())
+        return " AND ".join(where), args
+
+    def dead_letters(self, reason: str | None = None, symbol: str | None = None, start_ms: int | None = None,
+                     end_ms: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Stored dead letters newest first (by rejected_at, then topic position), filtered by reason, symbol
+        and start_ms <= rejected_at <= end_ms; each as the pipeline wrote it plus its `key` and `symbol`."""
+        where, args = self._dead_letter_filter(start_ms, end_ms, reason, symbol)
+        rows = self._query(f"SELECT record_key, symbol, body FROM dead_letters WHERE {where} "
+                           "ORDER BY rejected_at DESC, topic DESC, part DESC, kafka_offset DESC LIMIT ?",
+                           (*args, limit))
+        return [{**codec.loads(body), "key": key, "symbol": sym} for key, sym, body in rows]
+
+    def dead_letter_summary(self, start_ms: int | None = None) -> dict[str, Any]:
+        """Dead letters with rejected_at >= start_ms: the total, the count per reason, the TOP_SYMBOLS symbols
+        with the most (ties by symbol)."""
+        where, args = self._dead_letter_filter(start_ms, None)
+        by_reason = {r: int(n) for r, n in self._query(
+            f"SELECT reason, count(*) FROM dead_letters WHERE {where} GROUP BY reason ORDER BY reason", args)}
+        by_symbol = [{"symbol": s, "n": int(n)} for s, n in self._query(
+            f"SELECT symbol, count(*) AS n FROM dead_letters WHERE {where} AND symbol IS NOT NULL "
+            "GROUP BY symbol ORDER BY n DESC, symbol LIMIT ?", (*args, TOP_SYMBOLS))]
+        return {"total": sum(by_reason.values()), "by_reason": by_reason, "by_symbol": by_symbol}
 
     def counts(self) -> dict[str, int]:
         """Rows stored (the bar count is SQLite's or PostgreSQL's estimate where counting would scan)."""

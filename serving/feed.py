@@ -1,7 +1,7 @@
-"""The Kafka feed: resume both output topics from the positions stored with the bars, then follow them live.
+"""The Kafka feed: resume the output topics from the positions stored with the bars, then follow them live.
 
 One background thread owns one confluent-kafka Consumer that is *assigned*
-every partition of both topics (no consumer group sharing), so each serving
+every partition of the bars, alerts and dead-letter topics (no consumer group sharing), so each serving
 process sees everything. A partition the database has a position for resumes
 there, rewound to the start of the windows still open (their EARLY panes are
 only in Kafka; what is re-read before the stored position is applied to
@@ -24,10 +24,12 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from market.kafka_security import KafkaSecurity
-from serving.metrics import Metrics
+from market.schema import PANE_ON_TIME
+from serving.database import DeadLetterRow
+from serving.metrics import Metrics, reason_label
 from serving.protocol import CHANNEL_ALERTS, CHANNEL_TRENDS
-from serving.records import REASON_INTERNAL_ERROR, MalformedRecord, decode_record
-from serving.updates import Update, Updates
+from serving.records import REASON_INTERNAL_ERROR, MalformedRecord, dead_letter_row, decode_record
+from serving.updates import DEAD_LETTERS, Update, Updates
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,9 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity | None = Non
         "enable.partition.eof": False,
         # Serve a new bar within tens of ms even on a quiet topic.
         "fetch.wait.max.ms": 100,
+        # librdkafka prefetches up to 64 MiB by default, which a flood of large dead letters fills whenever
+        # the store falls behind; 16 MiB is still seconds of bars at 10,000 a second (issue 20).
+        "queued.max.messages.kbytes": 16 * 1024,
         "reconnect.backoff.ms": 200,
         "reconnect.backoff.max.ms": 2000,
         "client.id": "market-serving",
@@ -60,11 +65,12 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity | None = Non
 
 
 class KafkaFeed:
-    """Background consumer of the trends and alerts topics feeding a Hub."""
+    """Background consumer of the trends, alerts and (if named) dead-letter topics feeding serving.updates."""
 
     def __init__(self, updates: Updates, metrics: Metrics, bootstrap_servers: str, trends_topic: str,
                  alerts_topic: str, history_hours: float, security: KafkaSecurity | None = None,
-                 stored: dict[tuple[str, int], int] | None = None, reread_ms: int = 0) -> None:
+                 stored: dict[tuple[str, int], int] | None = None, reread_ms: int = 0,
+                 dlq_topic: str | None = None) -> None:
         self.updates = updates
         self.security = security
         self.refused_login: str | None = None   # the broker's last "authentication failed", for /readyz
@@ -72,6 +78,8 @@ class KafkaFeed:
         self.bootstrap_servers = bootstrap_servers
         self.trends_topic = trends_topic
         self.alerts_topic = alerts_topic
+        self.dlq_topic = dlq_topic or None
+        self.topics = tuple(t for t in (trends_topic, alerts_topic, self.dlq_topic) if t)
         self.history_ms = int(history_hours * 3600 * 1000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,10 +185,10 @@ class KafkaFeed:
             probe.close()
 
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
-        """Every partition of both topics, at the remembered position or the start of the history."""
+        """Every partition of the topics, at the remembered position or the start of the history."""
         start_ms = int(time.time() * 1000) - self.history_ms
         wanted: list[TopicPartition] = []
-        for topic in (self.trends_topic, self.alerts_topic):
+        for topic in self.topics:
             meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics.get(topic)
             if meta is None or meta.error is not None or not meta.partitions:
                 raise KafkaException(f"topic {topic} unavailable: {meta.error if meta else 'missing'}")
@@ -216,7 +224,7 @@ class KafkaFeed:
                 # a reconnect before the first record both count from here.
                 self._positions[key] = offset
             out.append(TopicPartition(tp.topic, tp.partition, offset if offset >= 0 else OFFSET_BEGINNING))
-        log.info("assigned %d partitions of %s and %s", len(out), self.trends_topic, self.alerts_topic)
+        log.info("assigned %d partitions of %s", len(out), ", ".join(self.topics))
         return out
 
     def _pending(self, consumer: Consumer, assignment: list[TopicPartition]) -> dict[tuple[str, int], int]:
@@ -265,6 +273,12 @@ class KafkaFeed:
         origins: list[Any] = []     # the message of each entry of `records`
         handled: dict[tuple[str, int], int] = {}
         consumed: dict[str, int] = {}   # counted per batch: a labelled inc() per record cost ~2 us
+        received = time.time()
+        # Latency is of live bars: a replayed history would report its age as pipeline -> serving.
+        timed = self.replayed
+        to_emit: list[float] = []       # the batch's hops, in seconds, observed at once (serving.metrics)
+        on_time: list[float] = []
+        to_serving: list[float] = []
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -275,24 +289,58 @@ class KafkaFeed:
             topic = msg.topic()
             handled[(topic, msg.partition())] = msg.offset() + 1
             consumed[topic] = consumed.get(topic, 0) + 1
+            stored = self._stored.get((topic, msg.partition()))
+            persist = stored is None or msg.offset() >= stored
+            if topic == self.dlq_topic:
+                row = self._dead_letter(msg)
+                if row is not None:
+                    records.append(Update(DEAD_LETTERS, row, persist=persist))
+                    origins.append(msg)
+                continue
+            is_bar = topic == self.trends_topic
             try:
-                record = decode_record(msg.value(), bar=topic == self.trends_topic)
+                record = decode_record(msg.value(), bar=is_bar)
             except MalformedRecord as exc:
                 self._reject(msg, exc.reason, exc)
                 continue
             except Exception as exc:  # whatever one record does, the feed goes on
                 self._reject(msg, REASON_INTERNAL_ERROR, exc)
                 continue
-            stored = self._stored.get((topic, msg.partition()))
-            records.append(Update(CHANNEL_TRENDS if topic == self.trends_topic else CHANNEL_ALERTS, record,
-                                  persist=stored is None or msg.offset() >= stored))
+            if is_bar and timed and record["emitted_at"] is not None:
+                # A bar from an older pipeline (the fields null) is not timed.
+                emitted = record["emitted_at"]
+                if record["last_tick_ms"] is not None:
+                    to_emit.append((emitted - record["last_tick_ms"]) / 1000)
+                if record["pane"] == PANE_ON_TIME:
+                    on_time.append((emitted - record["window_end"]) / 1000)
+                to_serving.append(received - emitted / 1000)
+            records.append(Update(CHANNEL_TRENDS if is_bar else CHANNEL_ALERTS, record, persist=persist))
             origins.append(msg)
         if records or handled:
             self.updates.apply(records, handled,
-                               on_error=lambda i, exc: self._reject(origins[i], REASON_INTERNAL_ERROR, exc))
+                               on_error=lambda i, exc: self._reject(origins[i], REASON_INTERNAL_ERROR, exc),
+                               received=received if timed else None)
         self._positions.update(handled)
         for topic, n in consumed.items():
             self.metrics.consumed.labels(topic).inc(n)
+        if to_serving:
+            self.metrics.latency_event_to_emit.observe_many(to_emit)
+            self.metrics.latency_on_time_delay.observe_many(on_time)
+            self.metrics.latency_pipeline_to_serving.observe_many(to_serving)
+
+    def _dead_letter(self, msg: Any) -> DeadLetterRow | None:
+        """The row a record of the dead-letter topic is stored as, counted by its reason; None (counted and
+        logged as rejected) if it is not a dead letter of DESIGN.md §6."""
+        try:
+            row = dead_letter_row(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
+        except MalformedRecord as exc:
+            self._reject(msg, exc.reason, exc)
+            return None
+        except Exception as exc:  # whatever one record does, the feed goes on
+            self._reject(msg, REASON_INTERNAL_ERROR, exc)
+            return None
+        self.metrics.dead_letters.labels(reason_label(row.reason)).inc()
+        return row
 
     def _reject(self, msg: Any, reason: str, exc: Exception) -> None:
         self.metrics.rejected.labels(msg.topic(), reason).inc()

@@ -233,8 +233,9 @@ class Hub:
             self._send(client, message)
 
     # --- fan-out (consumer thread) -----------------------------------------
-    def fan_out(self, fresh: list[tuple[str, str, bytes]]) -> None:
-        """Write each (channel, symbol, frame) to the clients that want it, in order; call under `lock`."""
+    def fan_out(self, fresh: list[tuple[str, str, bytes]]) -> int:
+        """Write each (channel, symbol, frame) to the clients that want it, in order; call under `lock`.
+        The number of messages handed to clients."""
         started = time.perf_counter()
         sent = queued = 0
         wanted: dict[int, tuple[Client, list[bytes]]] = {}
@@ -269,6 +270,7 @@ class Hub:
         if queued:
             self.metrics.ws_queued.inc(queued)
         self.metrics.fanout.observe(time.perf_counter() - started)
+        return sent
 
     def _send(self, client: Client, message: dict) -> bool:
         """Queue one protocol message for `client` (see `_offer`)."""

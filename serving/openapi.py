@@ -5,9 +5,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from market import config as mc
-from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, MAX_EVENT_MS, PANES, TRENDS
+from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, DEAD_LETTER_FIELDS, MAX_EVENT_MS, PANES, TRENDS
 from serving import params
-from serving.database import PANE_ROLLUP
+from serving.database import PANE_ROLLUP, TOP_SYMBOLS
+from serving.metrics import HOPS
 
 _NUM = {"type": "number"}
 _NUM_NULL = {"type": ["number", "null"]}
@@ -45,6 +46,20 @@ def _alert_schema() -> dict[str, Any]:
     return {"type": "object", "properties": props, "required": list(ALERT_FIELDS)}
 
 
+def _dead_letter_schema() -> dict[str, Any]:
+    nullable_int = {"type": ["integer", "null"], "minimum": 0}
+    return {"type": "object", "required": [*DEAD_LETTER_FIELDS, "key", "symbol"], "properties": {
+        "reason": {"type": "string", "pattern": f"^{params.REASON_PATTERN}$"},
+        "detail": {"type": "string"},
+        "raw": {"type": "string", "description": "the rejected record's original value as text"},
+        "source": {"type": "object", "required": ["topic", "partition", "offset"], "properties": {
+            "topic": {"type": ["string", "null"]}, "partition": nullable_int, "offset": nullable_int}},
+        "rejected_at": _INT,
+        "key": {"type": ["string", "null"], "description": "the rejected record's original Kafka key as text"},
+        "symbol": {"type": ["string", "null"], "description": "the key if it is a symbol, else the raw text's "
+                                                              "symbol when it parses, upper case; else null"}}}
+
+
 def _time_param(name: str, what: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False,
             "description": f"{what}: epoch ms, or an ISO-8601 date or date-time of a real calendar day "
@@ -74,7 +89,7 @@ def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "Market data serving", "version": "1.0.0",
-                 "description": "1-minute bars and anomaly alerts from the pipeline's Kafka topics. "
+                 "description": "1-minute bars, anomaly alerts and rejected ticks from the pipeline's Kafka topics. "
                                 "Live pushes: WebSocket /ws (see docs/serving.md)."},
         "paths": {
             "/api/v1/symbols": {"get": {"summary": "Every symbol with its last close",
@@ -103,6 +118,23 @@ def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
                                 "schema": {"type": "string", "enum": list(ALERT_TYPES)}},
                                _time_param("from", "earliest detected_at"), _LIMIT],
                 "responses": {"200": _json("Alerts", "alerts"), **_errors(400, 503)}}},
+            "/api/v1/dead-letters": {"get": {
+                "summary": "Rejected ticks (the dead-letter topic), newest first",
+                "parameters": [{"name": "reason", "in": "query", "required": False,
+                                "schema": {"type": "string", "pattern": f"^{params.REASON_PATTERN}$"}},
+                               {"name": "symbol", "in": "query", "required": False, "schema": _SYMBOL},
+                               _time_param("from", "earliest rejected_at"), _time_param("to", "latest rejected_at"),
+                               {**_LIMIT, "schema": {**_LIMIT["schema"], "maximum": params.DEAD_LETTERS_MAX_LIMIT}}],
+                "responses": {"200": _json("DeadLetters", "dead letters, each with its original key"),
+                              **_errors(400, 503)}}},
+            "/api/v1/dead-letters/summary": {"get": {
+                "summary": "Rejected ticks since `from`: total, by reason, the symbols with the most",
+                "parameters": [_time_param("from", "earliest rejected_at")],
+                "responses": {"200": _json("DeadLetterSummary", "counts"), **_errors(400, 503)}}},
+            "/api/v1/latency": {"get": {
+                "summary": "p50/p99 of each latency hop of the live bars over about the last minute",
+                "responses": {"200": _json("Latency", "per hop: observations and quantiles in ms "
+                                                      "(null when none)")}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _json("Health", "alive")}}},
             "/readyz": {"get": {"summary": "Readiness: history replayed and broker reachable",
                                 "responses": {"200": _json("Readiness", "ready"),
@@ -131,6 +163,22 @@ def spec(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
                 "trends": {"type": "array", "items": {"$ref": "#/components/schemas/Bar"}}}},
             "Alerts": {"type": "object", "required": ["alerts"], "properties": {
                 "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}}}},
+            "DeadLetter": _dead_letter_schema(),
+            "DeadLetters": {"type": "object", "required": ["dead_letters"], "properties": {
+                "dead_letters": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}}}},
+            "DeadLetterSummary": {"type": "object", "required": ["total", "by_reason", "by_symbol"], "properties": {
+                "total": {"type": "integer", "minimum": 0},
+                "by_reason": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
+                "by_symbol": {"type": "array", "maxItems": TOP_SYMBOLS, "items": {
+                    "type": "object", "required": ["symbol", "n"],
+                    "properties": {"symbol": {"type": "string"}, "n": {"type": "integer", "minimum": 1}}}}}},
+            "Latency": {"type": "object", "required": ["window_s", "hops"], "properties": {
+                "window_s": {"type": "number", "minimum": 0},
+                "hops": {"type": "object", "required": list(HOPS), "properties": {hop: {
+                    "type": "object", "required": ["count", "p50_ms", "p99_ms"],
+                    "properties": {"count": {"type": "integer", "minimum": 0},
+                                   "p50_ms": {"type": ["number", "null"]},
+                                   "p99_ms": {"type": ["number", "null"]}}} for hop in HOPS}}}},
             "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                 "type": "object", "required": ["code", "message"],
                 "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},

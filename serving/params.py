@@ -78,6 +78,22 @@ def parse_alert_type(value: str | None) -> str | None:
     return value
 
 
+# A dead letter's reason (DESIGN.md §6: a short machine word), the same shape serving.records accepts.
+REASON_PATTERN = r"[a-z][a-z0-9_]{0,63}"
+_REASON = re.compile(REASON_PATTERN)
+# A dead letter carries its rejected record's text (up to 64 KiB): fewer per answer than bars.
+DEAD_LETTERS_MAX_LIMIT = 500
+
+
+def parse_reason(value: str | None) -> str | None:
+    """A dead-letter reason word; None if absent."""
+    if value is None:
+        return None
+    if not _REASON.fullmatch(value):
+        raise ApiError(400, "bad_reason", f"reason must be a word of a-z 0-9 _ (like invalid_price), got {value[:40]!r}")
+    return value
+
+
 # DESIGN.md §7: `<n>s|m|h|d`, a multiple of the pipeline's window. The
 # pattern /openapi.json publishes admits exactly the multiples of the window
 # (so a fuzzer never finds a valid-looking interval refused, or the reverse).

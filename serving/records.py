@@ -1,4 +1,5 @@
-"""What serving accepts from its Kafka topics: a bar of DESIGN.md §4 or an alert of §5, checked whole.
+"""What serving accepts from its Kafka topics: a bar of DESIGN.md §4, an alert of §5 or a dead letter of §6,
+checked whole.
 
 Kafka is shared infrastructure: anything may land on an output topic. A record
 is stored (and later encoded for every REST answer and WebSocket snapshot)
@@ -9,10 +10,12 @@ Fields beyond the contract are passed through, if they are small and flat.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
 from market import codec
+from serving.database import DeadLetterRow
 
 from market.schema import (ALERT_TYPES, MAX_EVENT_MS, MIN_EVENT_MS, PANES, SEVERITY_CRITICAL, SEVERITY_WARNING,
                            SYMBOL_PATTERN, TRENDS)
@@ -267,6 +270,112 @@ def check_bar(record: Any) -> Record:
 def check_alert(record: Any) -> Record:
     """`record` if it is a complete, well-typed alert (DESIGN.md §5); raises MalformedRecord otherwise."""
     return _check(record, ALERT_CHECKS, "alert")
+
+
+# --- dead letters (DESIGN.md §6) -------------------------------------------------
+# A dead letter carries the rejected record's original text (the pipeline
+# keeps up to 65,536 characters of it, and JSON may write one character as
+# six bytes): its bound is larger than a bar's, and still finite.
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+# `reason` is "a short machine word": the pipeline's (market.schema) and any
+# later one, so the check is the word's shape, not a list.
+_REASON_WORD = re.compile(r"[a-z][a-z0-9_]{0,63}")
+MAX_KEY_CHARS = MAX_TEXT_CHARS      # of an original key kept with its dead letter
+
+
+def _reason(value: Any) -> str | None:
+    return None if isinstance(value, str) and _REASON_WORD.fullmatch(value) else \
+        "must be a word of a-z 0-9 _ (1..64 characters, starting with a letter)"
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _source(value: Any) -> str | None:
+    # Where the rejected record was read: {"topic", "partition", "offset"}, each null when unknown.
+    if not isinstance(value, dict) or set(value) != {"topic", "partition", "offset"}:
+        return "must be an object of topic, partition and offset"
+    topic, partition, offset = value["topic"], value["partition"], value["offset"]
+    if topic is not None and (_text(topic) is not None or len(topic) > 249):
+        return "topic must be null or a topic name"
+    if any(v is not None and not (_is_int(v) and v >= 0) for v in (partition, offset)):
+        return "partition and offset must be null or non-negative integers"
+    return None
+
+
+DEAD_LETTER_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "reason": _reason, "detail": _string, "raw": _string, "source": _source, "rejected_at": _epoch_ms,
+}
+
+
+def check_dead_letter(record: Any) -> Record:
+    """`record` if it is a well-typed dead letter (DESIGN.md §6); raises MalformedRecord otherwise."""
+    if not isinstance(record, dict):
+        raise MalformedRecord(REASON_NOT_AN_OBJECT, "dead letter is not a JSON object")
+    if len(record) > MAX_FIELDS:
+        raise MalformedRecord(REASON_TOO_LARGE, f"dead letter has {len(record)} fields (at most {MAX_FIELDS})")
+    for name, check in DEAD_LETTER_CHECKS.items():
+        if name not in record:
+            raise MalformedRecord(REASON_MISSING_FIELD, f"dead letter has no {name}")
+        problem = check(record[name])
+        if problem is not None:
+            raise MalformedRecord(REASON_INVALID_FIELD, f"dead letter field {name} {problem}")
+    for name, value in record.items():
+        if name not in DEAD_LETTER_CHECKS:
+            if len(name) > 64:
+                raise MalformedRecord(REASON_TOO_LARGE, "dead letter has a field name over 64 characters")
+            _check_extra(name, value)
+    return record
+
+
+def decode_dead_letter(value: bytes | None) -> Record:
+    """The dead letter a record of the dead-letter topic holds; raises MalformedRecord otherwise."""
+    if value is None:
+        raise MalformedRecord(REASON_INVALID_JSON, "record has no value (a tombstone)")
+    if len(value) > MAX_DEAD_LETTER_BYTES:
+        raise MalformedRecord(REASON_TOO_LARGE, f"record of {len(value)} bytes (at most {MAX_DEAD_LETTER_BYTES})")
+    try:
+        record = codec.loads(value)
+    except codec.JSONDecodeError as exc:
+        raise MalformedRecord(REASON_INVALID_JSON, f"not JSON: {exc}") from None
+    return check_dead_letter(record)
+
+
+def key_text(key: bytes | None) -> str | None:
+    """A dead letter's Kafka key (the rejected record's original key) as text; undecodable bytes and NUL are
+    written \\xNN."""
+    if key is None:
+        return None
+    text = bytes(key[:MAX_KEY_CHARS * 4]).decode("utf-8", errors="backslashreplace")
+    # PostgreSQL's TEXT cannot hold NUL: written as the other unprintable bytes are.
+    return text.replace("\x00", "\\x00")[:MAX_KEY_CHARS]
+
+
+def dead_letter_symbol(key: str | None, record: Record) -> str | None:
+    """The symbol a dead letter is about, upper case: its key if that is a symbol, else the `symbol` of its raw
+    text when that parses as a JSON object with a valid one; None otherwise (not every rejected record has one)."""
+    if key and SYMBOL_PATTERN.fullmatch(key):
+        return key.upper()
+    raw = record["raw"]
+    if raw.lstrip()[:1] != "{" or '"symbol"' not in raw:
+        return None     # cheap: most garbage is not even an object
+    try:
+        parsed = codec.loads(raw)
+    except codec.JSONDecodeError:
+        return None
+    symbol = parsed.get("symbol") if isinstance(parsed, dict) else None
+    return symbol.upper() if isinstance(symbol, str) and SYMBOL_PATTERN.fullmatch(symbol) else None
+
+
+def dead_letter_row(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None) -> DeadLetterRow:
+    """The store's row of one record of the dead-letter topic; raises MalformedRecord if it is not a dead letter."""
+    if value is None:
+        raise MalformedRecord(REASON_INVALID_JSON, "record has no value (a tombstone)")
+    record = decode_dead_letter(value)
+    text = key_text(key)
+    return DeadLetterRow(topic, partition, offset, record["rejected_at"], record["reason"],
+                         dead_letter_symbol(text, record), text, value.decode())
 
 
 def decode_record(value: bytes | None, bar: bool) -> Record:

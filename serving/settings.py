@@ -18,12 +18,13 @@ SETTINGS: tuple[Setting, ...] = (
     ms.BOOTSTRAP_SERVERS,
     ms.OUTPUT_TOPIC,
     ms.ALERTS_TOPIC,
-    Setting("history_hours", mc.SERVING_HISTORY_HOURS, "hours of both topics replayed on start (by record timestamp)",
+    ms.DLQ_TOPIC,
+    Setting("history_hours", mc.SERVING_HISTORY_HOURS, "hours of the topics replayed on start (by record timestamp)",
             type=float),
-    Setting("database_url", "", "the store of bars of record and alerts: sqlite:///PATH or "
+    Setting("database_url", "", "the store of bars of record, alerts and dead letters: sqlite:///PATH or "
             "postgresql://USER@HOST:PORT/DB (empty: SQLite in .cache/data/serving/market.db)"),
-    Setting("history_days", 30.0, "days of bars and alerts the store keeps (older ones are deleted in the background)",
-            type=float),
+    Setting("history_days", 30.0, "days of bars, alerts and dead letters the store keeps (older ones are deleted "
+            "in the background)", type=float),
     # The pipeline's own declaration (pipelines/options.py), word for word: one name, one meaning.
     # Serving's intervals are multiples of it.
     Setting("window_size_s", mc.WINDOW_SIZE_S, "bar length in seconds, windows aligned to the epoch", type=int),

@@ -13,6 +13,7 @@ from market import kafka_security
 from serving.database import BarDatabase, open_database
 from serving.feed import KafkaFeed
 from serving.hub import Hub, Limits
+from serving.latency import LatencyWindow
 from serving.metrics import Metrics
 from serving.store import MarketStore
 from serving.updates import Updates
@@ -68,6 +69,7 @@ class ServingState:
     updates: Updates
     db: BarDatabase
     retention: Retention
+    latency: LatencyWindow
     window_ms: int = 60_000
 
     @property
@@ -116,13 +118,15 @@ def init_app(app: Flask) -> ServingState:
                          cfg["ALERTS_TOPIC"], cfg["HISTORY_HOURS"],
                          security=kafka_security.from_mapping({name: cfg.get(env) for name, env in
                                                                kafka_security.ENV.items()}),
-                         stored=db.offsets(), reread_ms=now_ms % window_ms + REREAD_MARGIN_MS)
+                         stored=db.offsets(), reread_ms=now_ms % window_ms + REREAD_MARGIN_MS,
+                         dlq_topic=cfg["DLQ_TOPIC"])
         feed.start()
     else:
         metrics.ready.set(1)
     retention = Retention(db, metrics, cfg["HISTORY_DAYS"])
     retention.start()
-    serving_state = ServingState(store, hub, metrics, feed, updates, db, retention, window_ms)
+    serving_state = ServingState(store, hub, metrics, feed, updates, db, retention,
+                                 LatencyWindow(metrics.bar_latency), window_ms)
     app.extensions[EXTENSION] = serving_state
     return serving_state
 

@@ -9,6 +9,9 @@ For each batch, in Kafka order:
      the Kafka positions the batch reaches; the group goes to the database in
      one transaction (serving.database) once it holds GROUP_ROWS rows or is
      GROUP_S old (the feed calls `flush_if_due` while idle too).
+Dead letters (DESIGN.md §6) take only step 3: they are stored, never kept in
+memory or pushed. A group is also written once its dead letters hold
+GROUP_BYTES of text, so a flood of large ones costs memory of one group.
 Grouping matters when catching up: a batch of 500 bars of 500 symbols
 touches 500 pages of the store; a group of 20,000 touches each page for
 several bars (ingest ~1.4x faster at 10,000 symbols). Positions are stored
@@ -26,7 +29,7 @@ from typing import Any, NamedTuple
 
 from market import codec
 from serving import protocol
-from serving.database import BarDatabase, Offsets
+from serving.database import BarDatabase, DeadLetterRow, Offsets
 from serving.hub import Hub
 from serving.metrics import Metrics
 from serving.records import check_alert, check_bar
@@ -38,13 +41,18 @@ log = logging.getLogger(__name__)
 OFFSETS_EVERY_S = 1.0   # a batch with nothing to store still records its positions this often
 GROUP_ROWS = 20_000     # bars and alerts written in one transaction at most ...
 GROUP_S = 0.25          # ... or after this long
+GROUP_BYTES = 8 * 1024 * 1024   # ... or once its dead letters hold this much JSON
+DEAD_LETTERS = "dead_letters"   # the channel of an Update holding a DeadLetterRow (no WebSocket channel)
 
 
 class Update(NamedTuple):
-    """One checked record of a batch; `persist` False for a record the database already has (a re-read)."""
+    """One checked record of a batch; `persist` False for a record the database already has (a re-read).
+
+    `record` is a bar or an alert (a dict), or a DeadLetterRow on channel DEAD_LETTERS.
+    """
 
     channel: str
-    record: dict[str, Any]
+    record: Any
     persist: bool = True
 
 
@@ -57,18 +65,31 @@ class Updates:
         self._finals: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
         self._offsets: Offsets = {}
+        self._dead_letters: list[DeadLetterRow] = []
+        self._dead_letter_bytes = 0
         self._since = 0.0                  # when the oldest pending row joined the group
 
+    def _rows(self) -> int:
+        return len(self._finals) + len(self._alerts) + len(self._dead_letters)
+
     def apply(self, updates: list[Update], offsets: Offsets | None = None,
-              on_error: Callable[[int, Exception], None] | None = None, flush: bool = False) -> int:
+              on_error: Callable[[int, Exception], None] | None = None, flush: bool = False,
+              received: float | None = None) -> int:
         """Apply, push and store a batch (`flush`: write it now); the number of new versions.
         Raises if a database write fails.
 
         A record that still fails (it cannot be encoded, say) is skipped and
         reported to `on_error(index, exc)` (logged if None): the rest of the batch is applied.
+        `received` (time.time() when the batch came from Kafka) times the hop to the WebSocket clients.
         """
         encoded: list[tuple[int, Update, bytes]] = []
+        rows = self._rows()
         for index, update in enumerate(updates):
+            if update.channel == DEAD_LETTERS:
+                if update.persist:
+                    self._dead_letters.append(update.record)
+                    self._dead_letter_bytes += len(update.record.body)
+                continue
             try:
                 encoded.append((index, update, codec.dumps(update.record)))
             except Exception as exc:  # one record, whatever is wrong with it, must not stop the batch
@@ -91,8 +112,10 @@ class Updates:
                 if kept:
                     fresh.append((update.channel, symbol, frame))
             if fresh:
-                self.hub.fan_out(fresh)
-        rows = len(self._finals) + len(self._alerts)
+                sent = self.hub.fan_out(fresh)
+                if sent and received is not None:
+                    # Kafka receipt to the last client's socket (or its mailbox, for a client behind).
+                    self.metrics.latency_to_websocket.observe(time.time() - received)
         for _, update, _ in encoded:
             if update.persist:
                 if update.channel == protocol.CHANNEL_ALERTS:
@@ -101,27 +124,30 @@ class Updates:
                     self._finals.append(update.record)
         if offsets:
             self._offsets.update(offsets)
-        if not rows and len(self._finals) + len(self._alerts):
+        if not rows and self._rows():
             self._since = time.monotonic()
         self.flush_if_due(force=flush)
         return len(fresh)
 
     def flush_if_due(self, force: bool = False) -> None:
         """Write the pending group if it is full, old enough, or `force`; raises if the write fails."""
-        rows = len(self._finals) + len(self._alerts)
+        rows = self._rows()
         now = time.monotonic()
         if not (rows or self._offsets):
             return
-        due = (force or rows >= GROUP_ROWS or (rows and now - self._since >= GROUP_S)
+        due = (force or rows >= GROUP_ROWS or self._dead_letter_bytes >= GROUP_BYTES
+               or (rows and now - self._since >= GROUP_S)
                or (not rows and now - self._offsets_written >= OFFSETS_EVERY_S))
         if not due:
             return
         started = time.perf_counter()
-        self.db.write(self._finals, self._alerts, self._offsets)
+        self.db.write(self._finals, self._alerts, self._offsets, self._dead_letters)
         self.metrics.store_write.observe(time.perf_counter() - started)
         self.metrics.stored.labels("bars").inc(len(self._finals))
         self.metrics.stored.labels("alerts").inc(len(self._alerts))
-        self._finals, self._alerts, self._offsets = [], [], {}
+        self.metrics.stored.labels("dead_letters").inc(len(self._dead_letters))
+        self._finals, self._alerts, self._offsets, self._dead_letters = [], [], {}, []
+        self._dead_letter_bytes = 0
         self._offsets_written = now
 
     @staticmethod
@@ -139,6 +165,10 @@ class Updates:
     def publish_alert(self, alert: dict[str, Any]) -> bool:
         """Check, store and push `alert` if its id is new; True if it was new. Raises MalformedRecord."""
         return self.apply([Update(protocol.CHANNEL_ALERTS, check_alert(alert))], flush=True) == 1
+
+    def publish_dead_letters(self, rows: list[DeadLetterRow]) -> None:
+        """Store dead letters (checked by serving.records) at once."""
+        self.apply([Update(DEAD_LETTERS, row) for row in rows], flush=True)
 
     def publish_many(self, records: list[tuple[str, dict[str, Any]]]) -> int:
         """Push and store (channel, checked record) pairs in order, written at once; the number that were new."""

@@ -404,6 +404,85 @@ function renderAlerts() {
   $("#alert-count").textContent = state.alerts.length ? `(${state.alerts.length})` : "";
 }
 
+// --- rejected ticks and latency: polled, the store and /metrics' histogram are their source ---------------
+const POLL_MS = 2000;
+const REJECTS_SHOWN = 8;
+const HOUR_MS = 3600 * 1000;
+
+async function getJson(url) {
+  const resp = await fetch(url);
+  if (!resp.ok) throw new Error(`${url}: ${resp.status}`);
+  return resp.json();
+}
+
+// Every text from a dead letter is what a hostile producer wrote: textContent only, never innerHTML.
+function renderRejects(summary, letters) {
+  const panel = $("#rejects-panel");
+  panel.dataset.total = summary.total;
+  $("#reject-total").textContent = String(summary.total);
+  const reasons = Object.entries(summary.by_reason).sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  $("#reject-reasons").replaceChildren(...reasons.map(([reason, n]) => {
+    const li = document.createElement("li");
+    li.dataset.reason = reason;
+    li.dataset.n = n;
+    const name = document.createElement("span");
+    name.textContent = reason;
+    const count = document.createElement("span");
+    count.className = "n";
+    count.textContent = String(n);
+    li.append(name, count);
+    return li;
+  }));
+  const list = $("#rejects");
+  if (!letters.length) {
+    list.innerHTML = '<li class="empty">No rejected ticks in the last hour.</li>';
+    return;
+  }
+  list.replaceChildren(...letters.map((d) => {
+    const li = document.createElement("li");
+    li.dataset.reason = d.reason;
+    const detail = document.createElement("div");
+    detail.className = "detail";
+    detail.textContent = d.detail || d.reason;
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const who = d.symbol || (d.key ? JSON.stringify(d.key) : "no key");
+    meta.textContent = `${d.reason} · ${who} · ${new Date(d.rejected_at).toISOString().slice(11, 19)}Z`;
+    const raw = document.createElement("div");
+    raw.className = "raw";
+    raw.textContent = d.raw.length > 200 ? d.raw.slice(0, 200) + "…" : d.raw;
+    raw.title = d.raw.slice(0, 2000);
+    li.append(detail, meta, raw);
+    return li;
+  }));
+}
+
+const fmtMs = (v) => v === null || v === undefined ? "–" : v >= 10000 ? (v / 1000).toFixed(1) + " s" : Math.round(v) + " ms";
+
+function renderLatency(latency) {
+  for (const [hop, q] of Object.entries(latency.hops)) {
+    const row = document.querySelector(`#latency tr[data-hop="${CSS.escape(hop)}"]`);
+    if (!row) continue;
+    row.querySelector(".p50").textContent = fmtMs(q.p50_ms);
+    row.querySelector(".p99").textContent = fmtMs(q.p99_ms);
+    row.querySelector(".count").textContent = String(q.count);
+    row.dataset.count = q.count;
+  }
+}
+
+async function poll() {
+  // Rounded to 10 s: every open dashboard asks the same question, and the server counts it once (3 s cache).
+  const since = Math.floor((Date.now() - HOUR_MS) / 10000) * 10000;
+  try {
+    const [summary, letters] = await Promise.all([
+      getJson(`/api/v1/dead-letters/summary?from=${since}`),
+      getJson(`/api/v1/dead-letters?from=${since}&limit=${REJECTS_SHOWN}`)]);
+    renderRejects(summary, letters.dead_letters);
+  } catch (err) { /* not ready yet, or the server restarts: the next poll */ }
+  try { renderLatency(await getJson("/api/v1/latency")); } catch (err) { /* the next poll */ }
+  setTimeout(poll, POLL_MS);
+}
+
 // --- WebSocket ---------------------------------------------------------------
 function setConnection(kind, text) {
   document.body.dataset.connection = kind;
@@ -471,3 +550,4 @@ setInterval(() => {
 }, 1000);
 window.addEventListener("resize", drawChart);
 connect();
+poll();

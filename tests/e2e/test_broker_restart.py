@@ -81,7 +81,7 @@ def start_serving(log_path, bootstrap: str, topics: TopicSet, env: dict) -> subp
     with open(log_path, "ab") as log:
         serving = subprocess.Popen(
             [sys.executable, "-m", "serving", "--port", str(port), f"--bootstrap_servers={bootstrap}",
-             f"--output_topic={topics.trends}", f"--alerts_topic={topics.alerts}"],
+             f"--output_topic={topics.trends}", f"--alerts_topic={topics.alerts}", f"--dlq_topic={topics.dlq}"],
             stdout=log, stderr=subprocess.STDOUT, cwd=paths.PROJECT_ROOT, env=env)
     serving.port = port
     return serving

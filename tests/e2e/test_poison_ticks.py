@@ -8,8 +8,9 @@ tombstone, bytes that are not UTF-8, an exact duplicate) is published among
 them, and a source restarts reusing its seqs with other content. The normal
 symbols' ON_TIME bars keep arriving within seconds of each window's end,
 every poison record is in the dead-letter topic with its reason, original
-key and original text, the job never restarts, and the restarted source
-loses nothing.
+key and original text, serving lists each of them through
+/api/v1/dead-letters with the same reason, key and text, the job never
+restarts, and the restarted source loses nothing.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from confluent_kafka import Producer
 
 from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
+from tests.serving.conftest import sqlite_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
@@ -140,6 +142,10 @@ def test_poison_ticks_do_not_stall_crash_or_vanish(kafka_bootstrap, flink_jars, 
                   for key, value, reason in sent_poison)
     assert got == want
 
+    # Serving's ledger of the same topic lists every one with its reason, original key and text (issue 20).
+    listed = serving_dead_letters(kafka_bootstrap, topics, tmp_path)
+    assert sorted((d["key"].encode(), d["reason"], d["raw"]) for d in listed) == want
+
     # Normal symbols: each window since the poison has its ON_TIME bar within seconds of its end.
     delays = {}
     for bar, at in zip(bars, received):
@@ -157,3 +163,24 @@ def test_poison_ticks_do_not_stall_crash_or_vanish(kafka_bootstrap, flink_jars, 
     # Every normal tick is in a final bar (the duplicate is not).
     normal = sum(1 for batch in script.batches for v in batch.values if orjson.loads(v)["symbol"].startswith("NORM"))
     assert sum(b["tick_count"] for (s, _), b in latest.items() if s.startswith("NORM")) == normal
+
+
+def serving_dead_letters(bootstrap, topics, tmp_path) -> list[dict]:
+    """GET /api/v1/dead-letters of a serving app consuming the test's topics, once it is ready."""
+    from serving import create_app
+    from serving.state import EXTENSION
+
+    app = create_app({"TESTING": True, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": topics.trends,
+                      "ALERTS_TOPIC": topics.alerts, "DLQ_TOPIC": topics.dlq, "HISTORY_HOURS": 1.0,
+                      "DATABASE_URL": sqlite_url(tmp_path)})
+    try:
+        client = app.test_client()
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").get_json()
+            time.sleep(0.2)
+        response = client.get("/api/v1/dead-letters?limit=500")
+        assert response.status_code == 200
+        return response.get_json()["dead_letters"]
+    finally:
+        app.extensions[EXTENSION].close()

@@ -1,10 +1,11 @@
-"""Bars and alerts shaped like DESIGN.md §4–§5, for feeding serving in tests and benchmarks."""
+"""Bars, alerts and dead letters shaped like DESIGN.md §4–§6, for feeding serving in tests and benchmarks."""
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from market.schema import ALERT_FIELDS, BAR_FIELDS, PANE_EARLY, PANE_ON_TIME, alert_id
+from market import codec
+from market.schema import ALERT_FIELDS, BAR_FIELDS, DEAD_LETTER_FIELDS, PANE_EARLY, PANE_ON_TIME, alert_id
 
 MINUTE_MS = 60_000
 BASE_MS = 1_764_063_000_000   # 2025-11-25T09:30:00Z
@@ -47,3 +48,24 @@ def alert(symbol: str = "AAPL", minute: int = 0, alert_type: str = "volatility",
     out.update(overrides)
     assert tuple(out)[:len(ALERT_FIELDS)] == ALERT_FIELDS
     return out
+
+
+def dead_letter(reason: str = "invalid_price", raw: str = '{"symbol": "AAPL", "price": -3.5}',
+                detail: str = "price must be > 0, got -3.5", rejected_at: int = BASE_MS + 999,
+                source_offset: int | None = 1234, **overrides: Any) -> dict[str, Any]:
+    """A dead letter as the pipeline writes it (DESIGN.md §6)."""
+    out: dict[str, Any] = {"reason": reason, "detail": detail, "raw": raw,
+                           "source": {"topic": "raw_stock_ticks", "partition": 1, "offset": source_offset},
+                           "rejected_at": rejected_at}
+    out.update(overrides)
+    assert tuple(out)[:len(DEAD_LETTER_FIELDS)] == DEAD_LETTER_FIELDS
+    return out
+
+
+def dead_letter_rows(letters: list[tuple[bytes | None, dict[str, Any]]], topic: str = "raw_stock_ticks_dlq",
+                     first_offset: int = 0) -> list[Any]:
+    """The store rows of (key, dead letter) pairs read at consecutive offsets of one partition of `topic`."""
+    from serving.records import dead_letter_row
+
+    return [dead_letter_row(topic, 0, first_offset + i, key, codec.dumps(letter))
+            for i, (key, letter) in enumerate(letters)]

@@ -1,6 +1,7 @@
 """The dashboard in headless Debian Chromium: table, sparklines, chart, alerts, live updates."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from serving.transport import cut_socket
 from tests.conftest import missing_prerequisite
 from tests.serving.cdp import Browser, chromium_path
 from tests.serving.conftest import LiveServer
-from tests.serving.samples import alert, bar
+from tests.serving.samples import alert, bar, dead_letter, dead_letter_rows
 
 pytestmark = pytest.mark.browser
 
@@ -85,6 +86,55 @@ def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callabl
     browser.wait_for("document.querySelector('#symbols tr[data-symbol=\"TSLA\"] .last').textContent === '277.77'",
                      timeout=5)
     shot = browser.screenshot(ARTIFACTS / "dashboard.png")
+    assert shot.stat().st_size > 10_000
+    assert not [line for line in browser.console if "exception" in line]
+
+
+def test_rejected_ticks_and_latency_panels(browser: Browser, live_server: Callable[..., LiveServer]) -> None:
+    """The last hour's dead letters by reason and the newest with their detail, live; p50/p99 per hop."""
+    server = live_server()
+    updates = server.state.updates
+    now = int(time.time() * 1000)
+    hostile = '<img src=x onerror="document.body.dataset.pwned=1">'
+    updates.publish_dead_letters(dead_letter_rows([
+        (b"OLD", dead_letter("late", rejected_at=now - 2 * 3600 * 1000)),      # older than the hour: not counted
+        (b"AAPL", dead_letter("invalid_price", rejected_at=now - 60_000)),
+        (b"", dead_letter("invalid_json", hostile, "not JSON: unexpected character", rejected_at=now - 30_000)),
+        (b"MSFT", dead_letter("invalid_price", '{"symbol": "MSFT", "price": 0}', "price must be > 0, got 0",
+                              rejected_at=now - 10_000)),
+    ]))
+    for seconds in (0.4, 0.6, 0.8, 0.9, 1.2):
+        server.state.metrics.latency_event_to_emit.observe(seconds)
+
+    browser.navigate(server.url + "/")
+    browser.wait_for("document.querySelector('#rejects-panel').dataset.total === '3'")
+    reasons = browser.evaluate("[...document.querySelectorAll('#reject-reasons li')]"
+                               ".map(li => [li.dataset.reason, Number(li.dataset.n)])")
+    assert reasons == [["invalid_price", 2], ["invalid_json", 1]]
+    newest = browser.evaluate("[...document.querySelectorAll('#rejects li')].map(li => li.textContent)")
+    assert len(newest) == 3
+    assert "price must be > 0, got 0" in newest[0] and "MSFT" in newest[0]
+    assert hostile in newest[1]        # shown as text, never run as HTML
+    assert browser.evaluate("document.body.dataset.pwned === undefined && !document.querySelector('#rejects img')")
+
+    # Live: a new rejected tick shows within a poll, no reload.
+    updates.publish_dead_letters(dead_letter_rows([(b"TSLA", dead_letter("duplicate", detail="exact copy of seq 7",
+                                                                         rejected_at=int(time.time() * 1000)))],
+                                                  first_offset=10))
+    # Within a poll (2 s) of the server's shared summary (at most 3 s old).
+    browser.wait_for("document.querySelector('#rejects-panel').dataset.total === '4'", timeout=10)
+    assert "exact copy of seq 7" in browser.evaluate("document.querySelector('#rejects li').textContent")
+    assert browser.evaluate("document.querySelector('#reject-reasons li[data-reason=duplicate]').dataset.n") == "1"
+
+    # Latency: the five observations, p50 and p99 from the histogram's buckets.
+    browser.wait_for("document.querySelector('#latency tr[data-hop=event_to_emit]').dataset.count === '5'")
+    row = browser.evaluate("[...document.querySelectorAll('#latency tr[data-hop=event_to_emit] td')]"
+                           ".map(td => td.textContent)")
+    assert row[0] == "tick → pipeline emit" and row[1].endswith(" ms") and row[2].endswith(" ms") and row[3] == "5"
+    assert 500 <= float(row[1].split()[0]) <= 1000 and 1000 <= float(row[2].split()[0]) <= 1500
+    assert browser.evaluate("document.querySelector('#latency tr[data-hop=on_time_delay] .p50').textContent") == "–"
+    browser.evaluate("document.querySelector('#rejects-panel').scrollIntoView()")
+    shot = browser.screenshot(ARTIFACTS / "dashboard-rejects.png")
     assert shot.stat().st_size > 10_000
     assert not [line for line in browser.console if "exception" in line]
 

@@ -66,6 +66,7 @@ def test_malformed_records_inside_a_batch_are_skipped_and_counted(
         kafka_bootstrap: str, make_topic: Callable[..., str], live_server: Callable[..., LiveServer],
         caplog: pytest.LogCaptureFixture) -> None:
     trends, alerts = make_topic("serving_hostile_trends", 1), make_topic("serving_hostile_alerts", 1)
+    dlq = make_topic("serving_hostile_dlq", 1)
     # Good bars before, between and after the poison, all in one partition and one batch.
     values: list[bytes | None] = [good("AAPL", 0, 100.0)]
     for n, (_, poison) in enumerate(POISON_BARS):
@@ -78,7 +79,7 @@ def test_malformed_records_inside_a_batch_are_skipped_and_counted(
                                           codec.dumps(alert("MSFT", 0, base_ms=BASE))])
 
     caplog.set_level(logging.WARNING, logger="serving.feed")
-    server = live_server(serving_config(kafka_bootstrap, trends, alerts))
+    server = live_server(serving_config(kafka_bootstrap, trends, alerts, dlq))
     wait_for(lambda: get(server, "/readyz")[0] == 200, 30, "readiness after replaying the poisoned topics")
 
     status, body = get(server, "/api/v1/trends/latest")
@@ -115,7 +116,7 @@ def test_malformed_records_inside_a_batch_are_skipped_and_counted(
     def lags() -> list[str]:
         text = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
         return [line for line in text.splitlines() if line.startswith("serving_consumer_lag{")]
-    wait_for(lambda: len(lags()) == 2 and all(line.endswith(" 0.0") for line in lags()), 10, "lag 0")
+    wait_for(lambda: len(lags()) == 3 and all(line.endswith(" 0.0") for line in lags()), 10, "lag 0")
 
     # Live, after the replay: poison between two good bars in one batch changes nothing either.
     produce_raw(kafka_bootstrap, trends, [good("AAPL", 50, 150.0), POISON_BARS[0][1], good("AAPL", 51, 151.0)])
@@ -127,9 +128,10 @@ def test_resent_pane_after_restore_final_then_more_ticks_wins(
         kafka_bootstrap: str, make_topic: Callable[..., str], live_server: Callable[..., LiveServer]) -> None:
     """DESIGN.md §4: an EARLY pane, then the ON_TIME pane re-sent with the same pane_index after a restore."""
     trends, alerts = make_topic("serving_resent_trends"), make_topic("serving_resent_alerts")
+    dlq = make_topic("serving_resent_dlq", 1)
     early = dict(bar("AAPL", 0, 100.0, pane_index=0, base_ms=BASE), tick_count=5)
     produce_raw(kafka_bootstrap, trends, [codec.dumps(early)])
-    server = live_server(serving_config(kafka_bootstrap, trends, alerts))
+    server = live_server(serving_config(kafka_bootstrap, trends, alerts, dlq))
     wait_for(lambda: get(server, "/readyz")[0] == 200, 30, "readiness")
     ws = websocket.create_connection(server.ws_url + "?channel=trends&symbols=AAPL", timeout=5)
     assert [codec.loads(ws.recv())["type"] for _ in range(3)] == ["welcome", "subscribed", "snapshot"]

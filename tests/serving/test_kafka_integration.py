@@ -49,14 +49,14 @@ def publish(bootstrap: str, topic: str, records: list[dict[str, Any]], timestamp
     assert producer.flush(10) == 0
 
 
-def serving_config(bootstrap: str, trends: str, alerts: str, **extra: Any) -> dict[str, Any]:
+def serving_config(bootstrap: str, trends: str, alerts: str, dlq: str, **extra: Any) -> dict[str, Any]:
     return {"CONSUME": True, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": trends,
-            "ALERTS_TOPIC": alerts, "HISTORY_HOURS": 1.0, **extra}
+            "ALERTS_TOPIC": alerts, "DLQ_TOPIC": dlq, "HISTORY_HOURS": 1.0, **extra}
 
 
 def test_replay_live_pushes_and_restart(kafka_bootstrap: str, make_topic: Callable[..., str],
                                         live_server: Callable[..., LiveServer]) -> None:
-    trends, alerts = make_topic("serving_trends"), make_topic("serving_alerts")
+    trends, alerts, dlq = make_topic("serving_trends"), make_topic("serving_alerts"), make_topic("serving_dlq", 1)
     # Older than the 1 h history: must not be replayed.
     publish(kafka_bootstrap, trends, [bar("OLD", 0, 1.0, base_ms=BASE - 3 * 3600_000)],
             timestamp_ms=NOW_MS - 3 * 3600_000)
@@ -71,8 +71,8 @@ def test_replay_live_pushes_and_restart(kafka_bootstrap: str, make_topic: Callab
                                       alert("TSLA", 2, "volume_spike", value=4.0, base_ms=BASE)])
 
     # Two processes side by side: each reads every partition itself.
-    first = live_server(serving_config(kafka_bootstrap, trends, alerts))
-    second = live_server(serving_config(kafka_bootstrap, trends, alerts))
+    first = live_server(serving_config(kafka_bootstrap, trends, alerts, dlq))
+    second = live_server(serving_config(kafka_bootstrap, trends, alerts, dlq))
     for server in (first, second):
         wait_for(lambda: get(server, "/readyz")[0] == 200, 30, "readiness after replay")
         status, body = get(server, "/api/v1/symbols")
@@ -109,13 +109,13 @@ def test_replay_live_pushes_and_restart(kafka_bootstrap: str, make_topic: Callab
     def lags() -> list[str]:
         text = urllib.request.urlopen(first.url + "/metrics", timeout=5).read().decode()
         return [line for line in text.splitlines() if line.startswith("serving_consumer_lag{")]
-    wait_for(lambda: len(lags()) == 6 and all(line.endswith(" 0.0") for line in lags()), 10,
-             "consumer lag gauges at 0 on all 6 partitions")
+    wait_for(lambda: len(lags()) == 7 and all(line.endswith(" 0.0") for line in lags()), 10,
+             "consumer lag gauges at 0 on all 7 partitions (3 + 3 + the dead letters' 1)")
 
     # Restart: a new process rebuilds the same state from Kafka alone.
     first.stop()
     second.stop()
-    restarted = live_server(serving_config(kafka_bootstrap, trends, alerts))
+    restarted = live_server(serving_config(kafka_bootstrap, trends, alerts, dlq))
     wait_for(lambda: get(restarted, "/readyz")[0] == 200, 30, "readiness after restart")
     after = {path: get(restarted, path)[1] for path in before}
     assert after == before
@@ -128,7 +128,7 @@ def free_port() -> int:
 
 
 def test_unreachable_broker_is_not_ready(live_server: Callable[..., LiveServer]) -> None:
-    server = live_server(serving_config(f"127.0.0.1:{free_port()}", "t", "a"))
+    server = live_server(serving_config(f"127.0.0.1:{free_port()}", "t", "a", "d"))
     time.sleep(1.5)
     status, body = get(server, "/readyz")
     assert status == 503 and body["error"]["code"] == "not_ready"
@@ -138,15 +138,15 @@ def test_unreachable_broker_is_not_ready(live_server: Callable[..., LiveServer])
 
 def test_missing_topics_then_created_recovers_by_itself(kafka_bootstrap: str,
                                                         live_server: Callable[..., LiveServer]) -> None:
-    trends, alerts = (f"serving_late_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("trends", "alerts"))
-    server = live_server(serving_config(kafka_bootstrap, trends, alerts))
+    trends, alerts, dlq = (f"serving_late_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("trends", "alerts", "dlq"))
+    server = live_server(serving_config(kafka_bootstrap, trends, alerts, dlq))
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     try:
         time.sleep(1.0)
         status, body = get(server, "/readyz")
         assert status == 503 and "unavailable" in body["detail"]
         for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
-                                           for t in (trends, alerts)]).values():
+                                           for t in (trends, alerts, dlq)]).values():
             future.result()
         publish(kafka_bootstrap, trends, [bar("IBM", 0, 150.0, base_ms=BASE)])
         wait_for(lambda: get(server, "/readyz")[0] == 200, 30, "recovery once the topics exist")
@@ -155,7 +155,7 @@ def test_missing_topics_then_created_recovers_by_itself(kafka_bootstrap: str,
              "window_end": BASE + 60_000}], 5, "the bar published after the topics appeared")
     finally:
         server.stop()
-        for future in admin.delete_topics([trends, alerts], operation_timeout=30).values():
+        for future in admin.delete_topics([trends, alerts, dlq], operation_timeout=30).values():
             try:
                 future.result()
             except Exception:

@@ -15,7 +15,7 @@ from flask import Flask
 from openapi_spec_validator import validate
 
 from tests.serving.conftest import LiveServer, serving_of
-from tests.serving.samples import BASE_MS, alert, bar
+from tests.serving.samples import BASE_MS, alert, bar, dead_letter, dead_letter_rows
 
 
 def fill(app: Flask) -> None:
@@ -25,6 +25,12 @@ def fill(app: Flask) -> None:
             hub.publish_bar(bar(symbol, minute, 100.0 + minute, pane_index=minute % 2))
     hub.publish_alert(alert("AAPL", 0))
     hub.publish_alert(alert("MSFT", 1, "volume_spike", value=7.0))
+    hub.publish_dead_letters(dead_letter_rows([
+        (b"AAPL", dead_letter()),
+        (b"", dead_letter("invalid_json", "\\xff not json", "not JSON", source_offset=None)),
+        (None, dead_letter("late", '{"symbol": "msft", "price": 1, "volume": 1, "timestamp": 1}', "too late",
+                           rejected_at=BASE_MS + 5000)),
+        (b"X\n", dead_letter("reason_of_a_later_pipeline", "", "a tombstone"))]))
 
 
 # One request per documented (path, status): the test fails when a documented response has none.
@@ -36,6 +42,11 @@ READY_CASES = {
     ("/api/v1/trends/{symbol}", "404"): "/api/v1/trends/NOPE",
     ("/api/v1/alerts", "200"): "/api/v1/alerts?symbol=msft&type=volume_spike&from=2025-11-25&limit=5",
     ("/api/v1/alerts", "400"): "/api/v1/alerts?limit=0",
+    ("/api/v1/dead-letters", "200"): "/api/v1/dead-letters?reason=late&symbol=msft&from=2025-11-25&to=2099-01-01&limit=5",
+    ("/api/v1/dead-letters", "400"): "/api/v1/dead-letters?reason=Late",
+    ("/api/v1/dead-letters/summary", "200"): "/api/v1/dead-letters/summary?from=2025-11-25",
+    ("/api/v1/dead-letters/summary", "400"): "/api/v1/dead-letters/summary?from=soon",
+    ("/api/v1/latency", "200"): "/api/v1/latency",
     ("/healthz", "200"): "/healthz",
     ("/readyz", "200"): "/readyz",
     ("/metrics", "200"): "/metrics",
@@ -47,6 +58,8 @@ NOT_READY_CASES = {
     ("/api/v1/trends/latest", "503"): "/api/v1/trends/latest",
     ("/api/v1/trends/{symbol}", "503"): "/api/v1/trends/AAPL",
     ("/api/v1/alerts", "503"): "/api/v1/alerts",
+    ("/api/v1/dead-letters", "503"): "/api/v1/dead-letters",
+    ("/api/v1/dead-letters/summary", "503"): "/api/v1/dead-letters/summary",
     ("/readyz", "503"): "/readyz",
 }
 

@@ -48,9 +48,10 @@ def get(port: int, path: str) -> tuple[int, Any]:
 class Serving:
     """`python -m serving` on a free port."""
 
-    def __init__(self, bootstrap: str, trends: str, alerts: str, database_url: str, log: Path) -> None:
+    def __init__(self, bootstrap: str, trends: str, alerts: str, dlq: str, database_url: str, log: Path) -> None:
         self.port = free_port()
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "OUTPUT_TOPIC": trends, "ALERTS_TOPIC": alerts,
+               "DLQ_TOPIC": dlq,
                "DATABASE_URL": database_url, "HISTORY_HOURS": "1", "LOG_LEVEL": "WARNING"}
         self.log = log.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", "serving", "--port", str(self.port)], cwd=ROOT,
@@ -136,14 +137,14 @@ def stored_finals(database_url: str) -> dict[tuple[str, int], tuple[int, bool, i
 def test_kill_9_while_writing_then_restart_loses_and_duplicates_nothing(
         kafka_bootstrap: str, make_topic: Callable[..., str], processes: Callable[..., Serving],
         database_url: str) -> None:
-    trends, alerts = make_topic("store_kill"), make_topic("store_kill_alerts")
+    trends, alerts, dlq = make_topic("store_kill"), make_topic("store_kill_alerts"), make_topic("store_kill_dlq", 1)
     symbols = [f"K{i:03d}" for i in range(400)]
     records = [bar(s, m, 100.0 + m, base_ms=RECENT) for m in range(100) for s in symbols]     # 40,000
     alert_records = [alert(s, m, base_ms=RECENT) for m in range(0, 100, 20) for s in symbols]  # 2,000
     produce(kafka_bootstrap, trends, records)
     produce(kafka_bootstrap, alerts, alert_records)
 
-    first = processes(kafka_bootstrap, trends, alerts, database_url)
+    first = processes(kafka_bootstrap, trends, alerts, dlq, database_url)
     db = open_database(database_url)
     deadline, killed_at = time.monotonic() + 90, None
     try:
@@ -160,7 +161,7 @@ def test_kill_9_while_writing_then_restart_loses_and_duplicates_nothing(
     finally:
         db.close()
 
-    second = processes(kafka_bootstrap, trends, alerts, database_url)
+    second = processes(kafka_bootstrap, trends, alerts, dlq, database_url)
     second.wait_ready(120)
     assert stored_finals(database_url) == expected_finals(records)
     check = open_database(database_url)
@@ -178,7 +179,7 @@ def test_kill_9_while_writing_then_restart_loses_and_duplicates_nothing(
 def test_two_serving_processes_on_one_postgresql(kafka_bootstrap: str, make_topic: Callable[..., str],
                                                  processes: Callable[..., Serving], postgres_server: Any) -> None:
     url = postgres_server.new_database()
-    trends, alerts = make_topic("store_fleet"), make_topic("store_fleet_alerts")
+    trends, alerts, dlq = make_topic("store_fleet"), make_topic("store_fleet_alerts"), make_topic("store_fleet_dlq", 1)
     symbols = [f"F{i:03d}" for i in range(200)]
     records: list[dict[str, Any]] = []
     for m in range(30):
@@ -187,7 +188,7 @@ def test_two_serving_processes_on_one_postgresql(kafka_bootstrap: str, make_topi
                         bar(s, m, 2.0 + m, pane_index=1, base_ms=RECENT),
                         bar(s, m, 3.0 + m, pane_index=2, pane="LATE", tick_count=12, base_ms=RECENT),
                         bar(s, m, 9.0, pane_index=1, base_ms=RECENT)]           # a re-sent older version
-    a, b = processes(kafka_bootstrap, trends, alerts, url), processes(kafka_bootstrap, trends, alerts, url)
+    a, b = processes(kafka_bootstrap, trends, alerts, dlq, url), processes(kafka_bootstrap, trends, alerts, dlq, url)
     a.wait_ready(60)
     b.wait_ready(60)
     produce(kafka_bootstrap, trends, records)                   # both ingest it at the same time
