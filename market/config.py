@@ -57,6 +57,8 @@ VOLUME_SPIKE_RATIO = 3.0
 # Enough shards to spread over a cluster's slots (Flink hashes each key into
 # one of 128 key groups), few enough that each carries many symbols.
 STATE_SHARDS = 32
+# How often the command line logs the running job's own Beam metrics (0: never).
+METRICS_LOG_S = 60.0
 
 # Cross-window history (DESIGN.md §4): z-score and volume ratio look back 20
 # windows and need at least 5; the moving averages span 5 and 20 windows.

@@ -136,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     except preflight.PreflightError as exc:
         log.error("%s", exc)
         return 2
+    metrics = select.metrics_log(argv)
     try:
         result.wait_until_finish()
     finally:
+        if metrics is not None:
+            metrics.stop()          # logs the last figures before the job is stopped
         select.stop_job(result)
         select.stop_child_processes()
     return 0

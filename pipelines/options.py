@@ -47,6 +47,10 @@ SETTINGS: tuple[Setting, ...] = (
             "over (a stable hash of the symbol): its cost per bundle grows with shards, not symbols; keep "
             "it several times the parallelism. Changing it needs a start without the old state (--no_resume)",
             type=int),
+    Setting("metrics_log_s", config.METRICS_LOG_S, "how often `python -m pipelines.market` logs the job's "
+            "own Beam metrics (ticks parsed, dead letters by reason, panes, alerts), summed over Flink's "
+            "operators and subtasks; 0: never (Flink runners with a REST API of the project's only)",
+            type=float),
     # A switch, not read from the environment: NO_RESUME left set would throw
     # the checkpointed state away on every automatic restart.
     Setting("no_resume", False, "start afresh from the consumer group's committed offsets instead of "

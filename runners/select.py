@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOpt
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipelines.options import MarketOptions
+from runners.job_metrics import MetricsLog
 from runners.local import beam as local_beam
 from runners.local import flink as local_flink
 from runners.local import process
@@ -50,6 +51,15 @@ def prepare(argv: list[str]) -> tuple[list[str], object | None]:
         from runners.dataflow import submit
         return submit.pipeline_args(argv), submit.expansion_service()
     return list(argv), None
+
+
+def metrics_log(argv: list[str]) -> MetricsLog | None:
+    """A started MetricsLog of the job this process submitted to Flink, or None (no REST of ours, or off)."""
+    interval_s = PipelineOptions(argv).view_as(MarketOptions).metrics_log_s
+    target = local_flink.savepoint_target
+    if target is None or not interval_s or interval_s <= 0:
+        return None
+    return MetricsLog(local_flink.rest_get, target.rest_url, interval_s, target.job_name).start()
 
 
 def stop_job(result: PipelineResult, timeout_s: float = 30.0) -> None:

@@ -106,6 +106,11 @@ def _rest(url: str, method: str = "GET", body: dict | None = None, timeout_s: fl
         return json.load(response)
 
 
+def rest_get(url: str) -> dict:
+    """GET a Flink REST resource as JSON (5 s timeout)."""
+    return _rest(url, timeout_s=5.0)
+
+
 def _running_job(target: SavepointTarget) -> str | None:
     jobs = _rest(f"{target.rest_url}/jobs/overview")["jobs"]
     running = [job for job in jobs if job["state"] == "RUNNING"

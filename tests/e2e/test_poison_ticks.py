@@ -15,11 +15,13 @@ restarts, and the restarted source loses nothing.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import orjson
 import pytest
 from confluent_kafka import Producer
 
+from runners.wait import wait_until
 from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
 from tests.serving.conftest import sqlite_url
@@ -66,7 +68,7 @@ def test_poison_ticks_do_not_stall_crash_or_vanish(kafka_bootstrap, flink_jars, 
     args = [f"--bootstrap_servers={kafka_bootstrap}", *topics.pipeline_args(),
             f"--window_size_s={WINDOW_MS // 1000}", f"--allowed_lateness_s={LATENESS_MS // 1000}",
             "--early_firing_s=1", f"--consumer_group=poison-{topics.ticks}", "--no_resume",
-            f"--state_backend_storage_path=file://{tmp_path / 'checkpoints'}"]
+            f"--state_backend_storage_path=file://{tmp_path / 'checkpoints'}", "--metrics_log_s=2"]
     collector = Collector(kafka_bootstrap, topics)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
     script = TickScript(producer, topics.ticks)
@@ -125,9 +127,20 @@ def test_poison_ticks_do_not_stall_crash_or_vanish(kafka_bootstrap, flink_jars, 
                 return letters and all((s, last_window) in on_time for s in ("NORM1", "NORM2"))
 
             assert collector.wait_for(settled, timeout_s=90), pipeline.tail(30)
-            time.sleep(2)
+            # The job's own Beam counters reach its log (runners/job_metrics.py),
+            # summed over Flink's operators and subtasks: each poison record once.
+            poison_reasons = Counter(reason for _, _, reason in sent_poison)
+            wanted = [f"dead_letters_{reason}={n:,}" for reason, n in sorted(poison_reasons.items())]
+
+            def metrics_line() -> str | None:
+                lines = [line for line in (tmp_path / "pipeline.log").read_text(errors="replace").splitlines()
+                         if "pipeline metrics:" in line]
+                return lines[-1] if lines and set(wanted) <= set(lines[-1].split()) else None
+
+            metrics_logged = wait_until(metrics_line, 30, 1.0)
             pipeline.assert_running()
             log = (tmp_path / "pipeline.log").read_text(errors="replace")
+            assert metrics_logged, ([line for line in log.splitlines() if "pipeline metrics:" in line][-3:], wanted)
             bars, _, dead_letters = collector.snapshot()
             received = list(collector.bar_received_ms)
     finally:
