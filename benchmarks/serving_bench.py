@@ -40,7 +40,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -59,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 
 from market import codec, config  # noqa: E402
 from market.settings import BOOTSTRAP_SERVERS  # noqa: E402
+from runners.ports import free_port
 from tests.serving.samples import bar  # noqa: E402
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
@@ -70,12 +70,6 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from runners.args import FlinkJavaOptions, with_flink_defaults
 from runners.checkpoints import savepoint_dir
 from runners.local import beam as local_beam
 from runners.local import paths
+from runners.ports import free_port
 from runners.wait import wait_until
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,6 @@ def checkpoint_dir() -> Path:
 def latest_checkpoint(root: Path | None = None) -> Path | None:
     """The newest completed checkpoint or savepoint under `root` (default: the embedded runner's)."""
     return checkpoints.latest_checkpoint(root or checkpoint_dir())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def embedded_conf(storage: Path, checkpoint: Path | None, rest_port: int) -> Path:
@@ -180,7 +174,7 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     if checkpoint is not None:
         log.info("resuming from checkpoint %s", checkpoint)
     global savepoint_target
-    rest_port = _free_port()
+    rest_port = free_port()
     args.append(f"--flink_conf_dir={embedded_conf(storage, checkpoint, rest_port)}")
     savepoint_target = SavepointTarget(f"http://127.0.0.1:{rest_port}", savepoint_dir(storage))
     return args

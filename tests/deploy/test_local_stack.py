@@ -7,11 +7,12 @@ import time
 import urllib.request
 
 from runners.local import paths, process, stack
+from runners.ports import free_port
 from tests.deploy.test_compose import docs_serving_command
 
 
 def test_make_run_serves_with_gunicorn_like_compose():
-    port = _free_port()
+    port = free_port()
     cmd = stack.commands(rate=1, port=port)[stack.SERVING]
     documented = docs_serving_command()
     bind = documented.index("--bind") + 1
@@ -36,9 +37,3 @@ def test_make_run_serves_with_gunicorn_like_compose():
         server.wait(timeout=5)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

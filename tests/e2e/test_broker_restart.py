@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from runners import wait as runner_wait
 from runners.local import kafka, paths, process
+from runners.ports import free_port
 from tests.e2e.live import Collector, TopicSet, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
 
@@ -44,12 +44,6 @@ WINDOW_MS = 5000
 RATE = 2000
 OUTAGE_S = 15
 AFTER_OUTAGE_S = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def readyz(port: int) -> int | None:

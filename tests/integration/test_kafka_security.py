@@ -9,7 +9,6 @@ serving through the SASL listener only.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from market.settings import BOOTSTRAP_SERVERS
 from pipelines import preflight
 from pipelines.options import MarketOptions
 from runners.local import kafka, paths, process
+from runners.ports import free_port
 from tests.conftest import missing_prerequisite
 from tests.e2e.pipeline_process import PipelineProcess
 
@@ -34,12 +34,6 @@ pytestmark = [pytest.mark.integration]
 
 ROOT = paths.PROJECT_ROOT
 WRONG = KafkaSecurity(kafka_security.SASL_PLAINTEXT, kafka.SASL_MECHANISM, kafka.SASL_USER, "not-the-password")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """`python -m pipelines.market` fails fast and clearly when Kafka is not there."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -9,14 +8,9 @@ import time
 import pytest
 
 from runners.local import paths
+from runners.ports import free_port
 
 pytestmark = [pytest.mark.integration]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_pipeline(*args: str) -> tuple[subprocess.CompletedProcess, float]:

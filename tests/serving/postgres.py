@@ -10,11 +10,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from runners.ports import free_port
 
 
 def postgres_bindir() -> Path | None:
@@ -26,12 +27,6 @@ def postgres_bindir() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     """One PostgreSQL cluster in a temporary folder; `url(db)` for a database in it."""
 
@@ -39,7 +34,7 @@ class PostgresServer:
         self.bindir = bindir
         self.folder = Path(tempfile.mkdtemp(prefix="serving-pg-"))
         self.data = self.folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres", "postgres")

@@ -1,7 +1,6 @@
 """Serving against the real broker: replay, latest versions, live pushes, restart, readiness."""
 from __future__ import annotations
 
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +14,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from market import codec
+from runners.ports import free_port
 from tests.serving.conftest import LiveServer
 from tests.serving.samples import alert, bar
 
@@ -119,12 +119,6 @@ def test_replay_live_pushes_and_restart(kafka_bootstrap: str, make_topic: Callab
     wait_for(lambda: get(restarted, "/readyz")[0] == 200, 30, "readiness after restart")
     after = {path: get(restarted, path)[1] for path in before}
     assert after == before
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_broker_is_not_ready(live_server: Callable[..., LiveServer]) -> None:

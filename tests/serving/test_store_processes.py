@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from market import codec
+from runners.ports import free_port
 from serving.database import open_database
 from serving.store import bar_version
 from tests.serving.samples import alert, bar
@@ -28,13 +29,6 @@ NOW_MS = int(time.time() * 1000)
 RECORD_TIME = NOW_MS - 30 * 60_000
 # Bars of the last hours: within the store's retention (--history_days), which runs in the background.
 RECENT = NOW_MS - NOW_MS % 60_000 - 4 * 3_600_000
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str) -> tuple[int, Any]:
