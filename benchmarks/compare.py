@@ -72,12 +72,12 @@ from pathlib import Path
 
 import numpy
 import orjson
-from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException,
-                             TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from market import config, settings
 from producer import DEFAULT_SYMBOLS
+from runners.topics import create_topics, delete_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = ROOT / "benchmarks"
@@ -147,28 +147,6 @@ def require_broker(bootstrap: str) -> None:
     except KafkaException as exc:
         raise BenchError(f"no Kafka broker answers at {bootstrap} ({exc.args[0]}); start one with "
                          f"`.venv/bin/python -m runners.local start` or pass --bootstrap_servers") from None
-
-
-def create_topics(bootstrap: str, partitions: dict[str, int],
-                  topic_configs: dict[str, dict[str, str]] | None = None) -> None:
-    """Topics of `partitions[name]` partitions, with `topic_configs[name]` where given."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [NewTopic(name, num_partitions=count, replication_factor=1, config=(topic_configs or {}).get(name, {}))
-           for name, count in partitions.items()]
-    for future in admin.create_topics(new).values():
-        future.result()
-
-
-def delete_topics(bootstrap: str, names: list[str]) -> None:
-    """Best effort: the names are unique to this run."""
-    if not names:
-        return
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_topics(names, operation_timeout=30).values():
-        try:
-            future.result()
-        except Exception:
-            pass
 
 
 def topics_containing(bootstrap: str, text: str) -> list[str]:
@@ -521,7 +499,8 @@ class Outputs:
     def create(cls, bootstrap: str, prefix: str) -> "Outputs":
         outputs = cls(f"{config.TRENDS_TOPIC}_{prefix}", f"{config.ALERTS_TOPIC}_{prefix}",
                       f"{config.DLQ_TOPIC}_{prefix}")
-        create_topics(bootstrap, {outputs.bars: 3, outputs.alerts: 3, outputs.dlq: 1},
+        create_topics(bootstrap, {outputs.bars: config.TRENDS.partitions, outputs.alerts: config.ALERTS.partitions,
+                                  outputs.dlq: config.DLQ.partitions},
                       {outputs.bars: BARS_TOPIC_CONFIG})
         return outputs
 
@@ -830,7 +809,7 @@ class DrainResult:
 
 def fill(bootstrap: str, topic: str, ticks: int, seed: int, symbols: int | None, run_dir: Path) -> None:
     """`ticks` ticks from the project's producer, event time over 60 minutes that ended a minute or two ago."""
-    create_topics(bootstrap, {topic: 3})
+    create_topics(bootstrap, {topic: config.TICKS.partitions})
     end = int(time.time() * 1000) - DRAIN_END_MARGIN_MS
     start = end - end % WINDOW_MS - EVENT_SPAN_MS
     producer = Started("producer (fill)", [
@@ -1275,7 +1254,7 @@ def live_one(args: argparse.Namespace, symbols: int | None, rate: int) -> LiveRe
     run_dir.mkdir(parents=True, exist_ok=True)
     bootstrap = args.bootstrap_servers
     ticks_topic = f"{config.TICKS_TOPIC}_{run_id}"
-    create_topics(bootstrap, {ticks_topic: 3})
+    create_topics(bootstrap, {ticks_topic: config.TICKS.partitions})
     created = [ticks_topic]
     result = LiveResult(symbols, rate, args.duration)
     tick_log = progress = offsets = profiler = None

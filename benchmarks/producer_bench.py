@@ -30,10 +30,9 @@ import time
 import uuid
 from itertools import islice
 
-from confluent_kafka.admin import AdminClient, NewTopic
-
 from market import config, settings
 from producer import FaultInjector, FaultRates, ProducerConfig, TickSimulator, market_universe, run_producer
+from runners import topics
 
 
 def cpu_s() -> float:
@@ -65,8 +64,7 @@ def simulator_run(symbol_count: int, duration_s: float, seed: int) -> dict[str, 
 def one_run(bootstrap: str, rate: float | None, duration_s: float, faults: bool, seed: int,
             symbol_count: int = 0) -> dict[str, float]:
     topic = f"bench_producer_{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])[topic].result()
+    topics.create_topics(bootstrap, {topic: config.TICKS.partitions})
     try:
         ticks = simulator(symbol_count, seed, rate or config.PRODUCER_RATE)
         rates = (FaultRates.spread_malformed(0.01, out_of_order=0.01, late=0.001, duplicate=0.001)
@@ -77,8 +75,7 @@ def one_run(bootstrap: str, rate: float | None, duration_s: float, faults: bool,
                              duration_s=duration_s, stats_interval_s=0)
         wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
     finally:
-        for future in admin.delete_topics([topic], operation_timeout=30).values():
-            future.result()
+        topics.delete_topics(bootstrap, [topic])
     # The rate is over the produce loop and its final flush (stats.elapsed_s),
     # not the broker check before it, which would bias short runs low.
     return {"delivered": stats.total_delivered, "failed": stats.total_failed, "undelivered": stats.undelivered,

@@ -168,7 +168,6 @@ def main() -> int:
 if __name__ == "__main__":
     # The DoFn must be pickled by reference to an importable module, so that
     # the LOOPBACK worker (in this process) counts into this module's counter.
-    sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
-    import read_probe
+    from benchmarks import read_probe
 
     sys.exit(read_probe.main())

@@ -51,15 +51,14 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+
+from market import codec, config
+from market.settings import BOOTSTRAP_SERVERS
+from runners import topics
+from runners.ports import free_port
+from tests.serving.samples import bar
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from market import codec, config  # noqa: E402
-from market.settings import BOOTSTRAP_SERVERS  # noqa: E402
-from runners.ports import free_port
-from tests.serving.samples import bar  # noqa: E402
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
 
@@ -458,17 +457,19 @@ def trend_lag(series: dict[str, float], topic: str) -> float:
     return sum(v for k, v in series.items() if k.startswith("serving_consumer_lag{") and f'topic="{topic}"' in k)
 
 
+def create_bench_topics(bootstrap: str, suffix: str) -> tuple[str, str]:
+    """(bars topic, alerts topic) of this run, with `<bars topic>_dlq` beside them (serving reads its dead letters there)."""
+    trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
+    topics.create_topics(bootstrap, {trends: config.TRENDS.partitions, alerts: config.ALERTS.partitions,
+                                     f"{trends}_dlq": config.DLQ.partitions})
+    return trends, alerts
+
+
 def bench_universe(args: argparse.Namespace) -> int:
     """Serving under `--universe` symbols at `--rate` bar versions/s for `--seconds` (see the module doc)."""
     symbols = universe_symbols(args.universe)
-    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
     suffix = uuid.uuid4().hex[:8]
-    trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
-    # Serving reads the dead letters of `{trends}_dlq` (Server): one partition, as DESIGN.md §2 has it.
-    for future in admin.create_topics([NewTopic(t, num_partitions=3 if t != f"{trends}_dlq" else 1,
-                                                replication_factor=1)
-                                       for t in (trends, alerts, f"{trends}_dlq")]).values():
-        future.result()
+    trends, alerts = create_bench_topics(args.bootstrap_servers, suffix)
     producer = Producer({"bootstrap.servers": args.bootstrap_servers, "linger.ms": 5})
     now_ms = int(time.time() * 1000)
     previous = now_ms - now_ms % 60_000 - 60_000
@@ -545,11 +546,7 @@ def bench_universe(args: argparse.Namespace) -> int:
         if feeder.is_alive():
             feeder.terminate()
         server.stop()
-        for future in admin.delete_topics([trends, alerts, f"{trends}_dlq"], operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception:
-                pass
+        topics.delete_topics(args.bootstrap_servers, [trends, alerts, f"{trends}_dlq"])
         import shutil
         shutil.rmtree(store, ignore_errors=True)
     steady = [lag for t, lag in lags if t >= 20] or [lag for _, lag in lags]
@@ -621,14 +618,8 @@ def bench_store(args: argparse.Namespace) -> int:
     print(f"store: {written} bars of record ({len(symbols)} symbols x {args.hours:g} h) in {db.describe()}: "
           f"{written / spent:.0f} bars/s in groups of {GROUP_ROWS} with their offsets (serving.updates' "
           f"groups while catching up); {size:.2f} GB on disk", flush=True)
-    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
     suffix = uuid.uuid4().hex[:8]
-    trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
-    # Serving reads the dead letters of `{trends}_dlq` (Server): one partition, as DESIGN.md §2 has it.
-    for future in admin.create_topics([NewTopic(t, num_partitions=3 if t != f"{trends}_dlq" else 1,
-                                                replication_factor=1)
-                                       for t in (trends, alerts, f"{trends}_dlq")]).values():
-        future.result()
+    trends, alerts = create_bench_topics(args.bootstrap_servers, suffix)
     t = time.monotonic()
     server = Server(args.bootstrap_servers, trends, alerts, threads=64, queue_bytes=args.queue_bytes,
                     extra_env={"DATABASE_URL": url, "HISTORY_DAYS": "30"})
@@ -670,11 +661,7 @@ def bench_store(args: argparse.Namespace) -> int:
         print(f"resident memory after the queries {rss_mb(server.worker):.0f} MB; load average {os.getloadavg()[0]:.1f}")
     finally:
         server.stop()
-        for future in admin.delete_topics([trends, alerts, f"{trends}_dlq"], operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception:
-                pass
+        topics.delete_topics(args.bootstrap_servers, [trends, alerts, f"{trends}_dlq"])
         if not args.keep_store:
             import shutil
             shutil.rmtree(folder, ignore_errors=True)
@@ -719,14 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * max(counts) + 256)), hard))
 
-    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
     suffix = uuid.uuid4().hex[:8]
-    trends, alerts = f"bench_trends_{suffix}", f"bench_alerts_{suffix}"
-    # Serving reads the dead letters of `{trends}_dlq` (Server): one partition, as DESIGN.md §2 has it.
-    for future in admin.create_topics([NewTopic(t, num_partitions=3 if t != f"{trends}_dlq" else 1,
-                                                replication_factor=1)
-                                       for t in (trends, alerts, f"{trends}_dlq")]).values():
-        future.result()
+    trends, alerts = create_bench_topics(args.bootstrap_servers, suffix)
     producer = Producer({"bootstrap.servers": args.bootstrap_servers, "linger.ms": 0})
     now_ms = int(time.time() * 1000)
     base = now_ms - now_ms % 60_000 - 100 * 60_000
@@ -777,11 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         import shutil
         shutil.rmtree(store, ignore_errors=True)
-        for future in admin.delete_topics([trends, alerts, f"{trends}_dlq"], operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception:
-                pass
+        topics.delete_topics(args.bootstrap_servers, [trends, alerts, f"{trends}_dlq"])
     return 0
 
 

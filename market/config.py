@@ -25,12 +25,11 @@ class TopicSpec:
     description: str
 
 
-TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(TICKS_TOPIC, 3, "market ticks keyed by symbol"),
-    TopicSpec(TRENDS_TOPIC, 3, "1-minute bars keyed by symbol"),
-    TopicSpec(ALERTS_TOPIC, 3, "anomaly alerts keyed by symbol"),
-    TopicSpec(DLQ_TOPIC, 1, "rejected ticks with the reason"),
-)
+TICKS = TopicSpec(TICKS_TOPIC, 3, "market ticks keyed by symbol")
+TRENDS = TopicSpec(TRENDS_TOPIC, 3, "1-minute bars keyed by symbol")
+ALERTS = TopicSpec(ALERTS_TOPIC, 3, "anomaly alerts keyed by symbol")
+DLQ = TopicSpec(DLQ_TOPIC, 1, "rejected ticks with the reason")
+TOPICS: tuple[TopicSpec, ...] = (TICKS, TRENDS, ALERTS, DLQ)
 
 # The pipeline's Kafka consumer group: offsets are committed to it when a
 # checkpoint completes, and a start without a checkpoint resumes there.
@@ -84,6 +83,10 @@ WS_MAX_SYMBOLS = 1000
 WS_MESSAGE_RATE = 20.0
 WS_MESSAGE_BURST = 40
 WS_ALLOWED_ORIGINS = "self,localhost"
+# Gap-free resume (DESIGN.md §8, issue 20): each replay is a Kafka consumer and a thread; docs/serving.md.
+WS_REPLAY_MAX_CONCURRENT = 4
+WS_REPLAY_MAX_MESSAGES = 100_000
+WS_REPLAY_BUFFER_BYTES = 8 * 1024 * 1024
 
 LOG_LEVEL = "INFO"
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from market import config
 from runners.local import fetch, kafka
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -68,24 +69,18 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
 @pytest.fixture
 def make_topic(kafka_bootstrap: str) -> Iterator[Callable[..., str]]:
     """Factory for fresh, uniquely named topics; deleted after the test."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from runners import topics
 
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     created: list[str] = []
 
-    def make(prefix: str = "test", partitions: int = 3) -> str:
+    def make(prefix: str = "test", partitions: int = config.TICKS.partitions) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result()
+        topics.create_topics(kafka_bootstrap, {name: partitions})
         created.append(name)
         return name
 
     yield make
-    if created:
-        for future in admin.delete_topics(created, operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception:  # deletion is best effort; the topic names are unique
-                pass
+    topics.delete_topics(kafka_bootstrap, created)
 
 
 @pytest.fixture

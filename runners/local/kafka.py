@@ -25,10 +25,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from market import config, kafka_security
+from market import kafka_security
 from market.kafka_security import KafkaSecurity
 from market.settings import BOOTSTRAP_SERVERS
-from runners.local import fetch, paths, process, prereqs
+from runners.local import fetch, paths, prereqs, process
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,10 @@ def create_sasl_user(broker: Broker = DEFAULT, timeout_s: float = 30.0) -> Kafka
     trusts (no authorizer). Returns the user's settings.
     """
     from confluent_kafka.admin import (
-        AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion,
+        AdminClient,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
     )
 
     security = sasl_security(broker)
@@ -279,21 +282,9 @@ def create_sasl_user(broker: Broker = DEFAULT, timeout_s: float = 30.0) -> Kafka
 
 def create_topics(bootstrap: str = f"{HOST}:{PORT}", security: KafkaSecurity | None = None) -> list[str]:
     """Create the topics of DESIGN.md §2 that do not exist yet; return the ones created."""
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from runners import topics  # confluent-kafka: only when topics are made
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(security or KafkaSecurity()).librdkafka()})
-    existing = set(admin.list_topics(timeout=10).topics)
-    wanted = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
-              for t in config.TOPICS if t.name not in existing]
-    created = []
-    for name, future in admin.create_topics(wanted, operation_timeout=30).items() if wanted else []:
-        try:
-            future.result()
-            created.append(name)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
-    return created
+    return topics.create_market_topics(bootstrap, security=security, exist_ok=True)
 
 
 def stop(broker: Broker = DEFAULT) -> bool:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import orjson
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from market import config
+from runners import topics
 from tests.reference import Batch
 
 
@@ -25,25 +25,15 @@ class TopicSet:
 
     @classmethod
     def create(cls, bootstrap: str, suffix: str) -> "TopicSet":
-        names = cls(*(f"{spec.name}_{suffix}" for spec in config.TOPICS))
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        new = [NewTopic(f"{spec.name}_{suffix}", num_partitions=spec.partitions, replication_factor=1)
-               for spec in config.TOPICS]
-        for future in admin.create_topics(new).values():
-            future.result()
-        return names
+        topics.create_market_topics(bootstrap, suffix=f"_{suffix}")
+        return cls(*(f"{spec.name}_{suffix}" for spec in config.TOPICS))
 
     def pipeline_args(self) -> list[str]:
         return [f"--input_topic={self.ticks}", f"--output_topic={self.trends}",
                 f"--alerts_topic={self.alerts}", f"--dlq_topic={self.dlq}"]
 
     def delete(self, bootstrap: str) -> None:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.delete_topics([self.ticks, self.trends, self.alerts, self.dlq]).values():
-            try:
-                future.result()
-            except Exception:  # best effort: names are unique
-                pass
+        topics.delete_topics(bootstrap, [self.ticks, self.trends, self.alerts, self.dlq])
 
 
 class Collector:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import websocket
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from market import codec
+from market import codec, config
+from runners import topics
 from runners.ports import free_port
 from tests.serving.conftest import LiveServer
 from tests.serving.samples import alert, bar
@@ -123,9 +123,13 @@ def test_replay_live_pushes_and_restart(kafka_bootstrap: str, make_topic: Callab
 
 def test_unreachable_broker_is_not_ready(live_server: Callable[..., LiveServer]) -> None:
     server = live_server(serving_config(f"127.0.0.1:{free_port()}", "t", "a", "d"))
-    time.sleep(1.5)
+    # Not ready from the start; what counts is that serving finds out why (not "starting").
+    details = []
+    wait_for(lambda: details.append(get(server, "/readyz")[1]["detail"]) or details[-1] != "starting", 30,
+             f"a reason other than 'starting' (seen: {details[-1:]})")
     status, body = get(server, "/readyz")
     assert status == 503 and body["error"]["code"] == "not_ready"
+    assert "broker" in body["detail"].lower(), body["detail"]
     assert get(server, "/api/v1/symbols")[0] == 503
     assert get(server, "/healthz")[0] == 200
 
@@ -134,14 +138,12 @@ def test_missing_topics_then_created_recovers_by_itself(kafka_bootstrap: str,
                                                         live_server: Callable[..., LiveServer]) -> None:
     trends, alerts, dlq = (f"serving_late_{kind}_{uuid.uuid4().hex[:10]}" for kind in ("trends", "alerts", "dlq"))
     server = live_server(serving_config(kafka_bootstrap, trends, alerts, dlq))
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     try:
-        time.sleep(1.0)
+        wait_for(lambda: "unavailable" in get(server, "/readyz")[1]["detail"], 30, "the missing topics reported")
         status, body = get(server, "/readyz")
         assert status == 503 and "unavailable" in body["detail"]
-        for future in admin.create_topics([NewTopic(t, num_partitions=3, replication_factor=1)
-                                           for t in (trends, alerts, dlq)]).values():
-            future.result()
+        topics.create_topics(kafka_bootstrap, {trends: config.TRENDS.partitions, alerts: config.ALERTS.partitions,
+                                               dlq: config.DLQ.partitions})
         publish(kafka_bootstrap, trends, [bar("IBM", 0, 150.0, base_ms=BASE)])
         wait_for(lambda: get(server, "/readyz")[0] == 200, 30, "recovery once the topics exist")
         wait_for(lambda: get(server, "/api/v1/symbols")[1].get("symbols") == [
@@ -149,11 +151,7 @@ def test_missing_topics_then_created_recovers_by_itself(kafka_bootstrap: str,
              "window_end": BASE + 60_000}], 5, "the bar published after the topics appeared")
     finally:
         server.stop()
-        for future in admin.delete_topics([trends, alerts, dlq], operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception:
-                pass
+        topics.delete_topics(kafka_bootstrap, [trends, alerts, dlq])
 
 
 def test_probe_marks_outage_and_recovery(kafka_bootstrap: str, make_topic: Callable[..., str]) -> None:
