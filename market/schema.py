@@ -12,6 +12,8 @@ TICK_FIELDS = ("symbol", "price", "volume", "timestamp", "seq")
 TICK_REQUIRED = ("symbol", "price", "volume", "timestamp")
 # Matched with fullmatch: `$` would also accept a trailing newline ("AAPL\n").
 SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9.\-_/:=^]{1,16}")
+# The rule in words, for every error message that refuses a symbol.
+SYMBOL_RULE = "1-16 characters of A-Z a-z 0-9 . - _ / : = ^"
 # Numeric bounds: within them no sum, product or log over a window can
 # overflow or underflow to zero (DESIGN.md §3).
 MIN_PRICE = 1e-12
@@ -23,15 +25,38 @@ MAX_EVENT_YEAR = 2100
 MIN_EVENT_MS = 946_684_800_000          # 2000-01-01T00:00:00Z
 MAX_EVENT_MS = 4_133_980_799_999        # 2100-12-31T23:59:59.999Z
 
+# Field kinds: what a field's value may be. Serving's record checks
+# (serving/records.py) and its OpenAPI schemas (serving/openapi.py) are
+# derived from the kinds below, so a field added here is checked and
+# described everywhere or fails serving's tests.
+SYMBOL = "symbol"                  # SYMBOL_PATTERN
+EPOCH_MS = "epoch_ms"              # integer epoch ms within the accepted event-time years
+EPOCH_MS_OR_NULL = "epoch_ms_or_null"   # integer epoch ms >= 0 (a wall clock), or null
+NUMBER = "number"                  # finite
+NUMBER_OR_NULL = "number_or_null"
+NON_NEGATIVE = "non_negative"      # finite, >= 0
+COUNT = "count"                    # integer >= 0
+PANE_INDEX = "pane_index"          # integer >= 0
+BOOLEAN = "boolean"
+PANE = "pane"                      # one of PANES
+TREND = "trend"                    # one of TRENDS
+ANOMALIES = "anomalies"            # a list of ALERT_TYPES
+TEXT = "text"                      # a non-empty string
+ALERT_TYPE = "alert_type"          # one of ALERT_TYPES
+SEVERITY = "severity"              # one of SEVERITIES
+
 # §4 Bar --------------------------------------------------------------------
-BAR_FIELDS = (
-    "symbol", "window_start", "window_end",
-    "open", "high", "low", "close", "average_price", "vwap", "volume", "tick_count",
-    "change_pct", "swing_pct", "is_volatility_anomaly",
-    "pane", "pane_index", "is_final",
-    "log_return", "return_zscore", "volume_ratio", "sma_fast", "sma_slow", "trend",
-    "anomalies", "last_tick_ms", "emitted_at",
-)
+BAR_FIELD_KINDS: dict[str, str] = {
+    "symbol": SYMBOL, "window_start": EPOCH_MS, "window_end": EPOCH_MS,
+    "open": NUMBER, "high": NUMBER, "low": NUMBER, "close": NUMBER, "average_price": NUMBER, "vwap": NUMBER,
+    "volume": NON_NEGATIVE, "tick_count": COUNT,
+    "change_pct": NUMBER, "swing_pct": NUMBER, "is_volatility_anomaly": BOOLEAN,
+    "pane": PANE, "pane_index": PANE_INDEX, "is_final": BOOLEAN,
+    "log_return": NUMBER_OR_NULL, "return_zscore": NUMBER_OR_NULL, "volume_ratio": NUMBER_OR_NULL,
+    "sma_fast": NUMBER_OR_NULL, "sma_slow": NUMBER_OR_NULL, "trend": TREND,
+    "anomalies": ANOMALIES, "last_tick_ms": EPOCH_MS_OR_NULL, "emitted_at": EPOCH_MS_OR_NULL,
+}
+BAR_FIELDS = tuple(BAR_FIELD_KINDS)
 PANE_EARLY = "EARLY"
 PANE_ON_TIME = "ON_TIME"
 PANE_LATE = "LATE"
@@ -42,16 +67,19 @@ TREND_FLAT = "flat"
 TRENDS = (TREND_UP, TREND_DOWN, TREND_FLAT)
 
 # §5 Alert ------------------------------------------------------------------
-ALERT_FIELDS = (
-    "alert_id", "symbol", "type", "severity", "window_start", "window_end",
-    "value", "threshold", "message", "detected_at",
-)
+ALERT_FIELD_KINDS: dict[str, str] = {
+    "alert_id": TEXT, "symbol": SYMBOL, "type": ALERT_TYPE, "severity": SEVERITY,
+    "window_start": EPOCH_MS, "window_end": EPOCH_MS, "value": NUMBER, "threshold": NUMBER,
+    "message": TEXT, "detected_at": EPOCH_MS,
+}
+ALERT_FIELDS = tuple(ALERT_FIELD_KINDS)
 ALERT_VOLATILITY = "volatility"
 ALERT_RETURN_ZSCORE = "return_zscore"
 ALERT_VOLUME_SPIKE = "volume_spike"
 ALERT_TYPES = (ALERT_VOLATILITY, ALERT_RETURN_ZSCORE, ALERT_VOLUME_SPIKE)
 SEVERITY_WARNING = "warning"
 SEVERITY_CRITICAL = "critical"
+SEVERITIES = (SEVERITY_WARNING, SEVERITY_CRITICAL)
 
 # §6 Dead letter ------------------------------------------------------------
 DEAD_LETTER_FIELDS = ("reason", "detail", "raw", "source", "rejected_at")

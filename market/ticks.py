@@ -117,7 +117,7 @@ def _symbol(symbol: Any) -> str:
         return known
     if type(symbol) is not str or not schema.SYMBOL_PATTERN.fullmatch(symbol):
         raise TickError(schema.REASON_INVALID_SYMBOL,
-                        f"symbol must be 1-16 chars of A-Z a-z 0-9 . - _ / : = ^, got {describe(symbol)}")
+                        f"symbol must be {schema.SYMBOL_RULE}, got {describe(symbol)}")
     if len(_KNOWN_SYMBOLS) >= _KNOWN_SYMBOLS_MAX:
         _KNOWN_SYMBOLS.clear()
     _KNOWN_SYMBOLS[symbol] = upper = symbol.upper()

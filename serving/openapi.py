@@ -5,44 +5,63 @@ from collections.abc import Mapping
 from typing import Any
 
 from market import config as mc
-from market.schema import ALERT_FIELDS, ALERT_TYPES, BAR_FIELDS, DEAD_LETTER_FIELDS, MAX_EVENT_MS, PANES, TRENDS
+from market import schema
+from market.schema import (
+    ALERT_FIELD_KINDS,
+    ALERT_FIELDS,
+    ALERT_TYPES,
+    BAR_FIELD_KINDS,
+    BAR_FIELDS,
+    DEAD_LETTER_FIELDS,
+    MAX_EVENT_MS,
+    MIN_EVENT_MS,
+    PANES,
+    SEVERITIES,
+    SYMBOL_PATTERN,
+    TRENDS,
+)
 from serving import params
 from serving.database import PANE_ROLLUP, TOP_SYMBOLS
 from serving.metrics import HOPS
 
 _NUM = {"type": "number"}
-_NUM_NULL = {"type": ["number", "null"]}
 _INT = {"type": "integer"}
-_EPOCH_NULL = {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_EVENT_MS}
-_SYMBOL = {"type": "string", "pattern": f"^{params.SYMBOL_PATTERN}$", "minLength": 1, "maxLength": 16}
+_SYMBOL = {"type": "string", "pattern": f"^{SYMBOL_PATTERN.pattern}$", "minLength": 1, "maxLength": 16}
+
+# The JSON schema of each field kind of market/schema.py (what serving/records.py checks on the way in).
+KIND_SCHEMAS: dict[str, dict[str, Any]] = {
+    schema.SYMBOL: _SYMBOL,
+    schema.EPOCH_MS: {"type": "integer", "minimum": MIN_EVENT_MS, "maximum": MAX_EVENT_MS},
+    schema.EPOCH_MS_OR_NULL: {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_EVENT_MS},
+    schema.NUMBER: _NUM,
+    schema.NUMBER_OR_NULL: {"type": ["number", "null"]},
+    schema.NON_NEGATIVE: {"type": "number", "minimum": 0},
+    schema.COUNT: {"type": "integer", "minimum": 0},
+    schema.PANE_INDEX: {"type": "integer", "minimum": 0},
+    schema.BOOLEAN: {"type": "boolean"},
+    schema.PANE: {"type": "string", "enum": list(PANES)},
+    schema.TREND: {"type": "string", "enum": list(TRENDS)},
+    schema.ANOMALIES: {"type": "array", "items": {"type": "string", "enum": list(ALERT_TYPES)}},
+    schema.TEXT: {"type": "string", "minLength": 1},
+    schema.ALERT_TYPE: {"type": "string", "enum": list(ALERT_TYPES)},
+    schema.SEVERITY: {"type": "string", "enum": list(SEVERITIES)},
+}
 
 
 def _bar_schema() -> dict[str, Any]:
-    props: dict[str, Any] = {f: _NUM for f in BAR_FIELDS}
-    props.update({
-        "symbol": {"type": "string"}, "window_start": _INT, "window_end": _INT, "tick_count": _INT,
-        "volume": {"type": "number", "minimum": 0},
-        "is_volatility_anomaly": {"type": "boolean"},
-        # ROLLUP: a bar of a longer interval (?interval=), rolled up from the bars of record.
-        "pane": {"type": "string", "enum": [*PANES, PANE_ROLLUP]},
-        "pane_index": {"type": "integer", "minimum": 0}, "is_final": {"type": "boolean"},
-        "log_return": _NUM_NULL, "return_zscore": _NUM_NULL, "volume_ratio": _NUM_NULL,
-        "sma_fast": _NUM_NULL, "sma_slow": _NUM_NULL,
-        "trend": {"type": ["string", "null"], "enum": [*TRENDS, None]},   # null on a rollup
-        "anomalies": {"type": "array", "items": {"type": "string", "enum": list(ALERT_TYPES)}},
-        # null on bars from a pipeline older than these fields (serving fills them in).
-        "last_tick_ms": _EPOCH_NULL, "emitted_at": _EPOCH_NULL,
-    })
+    props: dict[str, Any] = {name: KIND_SCHEMAS[kind] for name, kind in BAR_FIELD_KINDS.items()}
+    # What REST adds to a bar of record: ROLLUP, a bar of a longer interval
+    # (?interval=), rolled up from the bars of record, with no cross-window
+    # fields, so no trend; last_tick_ms and emitted_at are null on bars of a
+    # pipeline older than these fields.
+    props["pane"] = {"type": "string", "enum": [*PANES, PANE_ROLLUP]}
+    props["trend"] = {"type": ["string", "null"], "enum": [*TRENDS, None]}
     # serving stores only complete bars (serving/records.py), so every field is there.
     return {"type": "object", "properties": props, "required": list(BAR_FIELDS)}
 
 
 def _alert_schema() -> dict[str, Any]:
-    props: dict[str, Any] = {f: {"type": "string"} for f in ALERT_FIELDS}
-    props.update({"type": {"type": "string", "enum": list(ALERT_TYPES)},
-                  "severity": {"type": "string", "enum": ["warning", "critical"]},
-                  "window_start": _INT, "window_end": _INT, "value": _NUM, "threshold": _NUM,
-                  "detected_at": _INT})
+    props = {name: KIND_SCHEMAS[kind] for name, kind in ALERT_FIELD_KINDS.items()}
     return {"type": "object", "properties": props, "required": list(ALERT_FIELDS)}
 
 

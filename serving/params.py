@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from market import ticks
-from market.schema import ALERT_TYPES
+from market.schema import ALERT_TYPES, SYMBOL_PATTERN, SYMBOL_RULE
 from serving.errors import ApiError
 
 # Epoch milliseconds (up to 15 digits: ±31,000 years) or an ISO-8601 date or
@@ -29,9 +29,6 @@ _TIME = re.compile(TIME_PATTERN)
 _EPOCH_MS = re.compile(r"-?[0-9]{1,15}")
 TIME_MAX_LENGTH = 35
 
-# DESIGN.md §3's symbol alphabet, 1-16 characters (the same as market.schema.SYMBOL_PATTERN).
-SYMBOL_PATTERN = r"[A-Za-z0-9.\-_/:=^]{1,16}"
-_SYMBOL = re.compile(SYMBOL_PATTERN)
 _LIMIT = re.compile(r"[0-9]{1,7}")
 
 
@@ -64,8 +61,8 @@ def parse_limit(value: str | None, default: int, maximum: int) -> int:
 
 def parse_symbol(value: str) -> str:
     """A symbol in DESIGN.md §3's alphabet, upper-cased."""
-    if not _SYMBOL.fullmatch(value):
-        raise ApiError(400, "bad_symbol", f"symbol must be 1-16 of A-Z a-z 0-9 . - _ / : = ^, got {value[:40]!r}")
+    if not SYMBOL_PATTERN.fullmatch(value):
+        raise ApiError(400, "bad_symbol", f"symbol must be {SYMBOL_RULE}, got {value[:40]!r}")
     return value.upper()
 
 

@@ -14,11 +14,18 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from market import codec
+from market import codec, schema
+from market.schema import (
+    ALERT_TYPES,
+    MAX_EVENT_MS,
+    MIN_EVENT_MS,
+    PANES,
+    SEVERITIES,
+    SYMBOL_PATTERN,
+    SYMBOL_RULE,
+    TRENDS,
+)
 from serving.database import DeadLetterRow
-
-from market.schema import (ALERT_TYPES, MAX_EVENT_MS, MIN_EVENT_MS, PANES, SEVERITY_CRITICAL, SEVERITY_WARNING,
-                           SYMBOL_PATTERN, TRENDS)
 
 # Limits of one record. Generous for what the pipeline writes (a bar is ~600
 # bytes, an alert ~400), tight enough that a hostile record costs little.
@@ -96,8 +103,7 @@ def _boolean(value: Any) -> str | None:
 
 
 def _symbol(value: Any) -> str | None:
-    return None if isinstance(value, str) and SYMBOL_PATTERN.fullmatch(value) else \
-        "must be 1-16 of A-Z a-z 0-9 . - _ / : = ^"
+    return None if isinstance(value, str) and SYMBOL_PATTERN.fullmatch(value) else f"must be {SYMBOL_RULE}"
 
 
 def _text(value: Any) -> str | None:
@@ -118,28 +124,24 @@ def _anomalies(value: Any) -> str | None:
     return f"must be a list of {', '.join(ALERT_TYPES)}"
 
 
+# The checker of each field kind of market/schema.py.
+KIND_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    schema.SYMBOL: _symbol, schema.EPOCH_MS: _epoch_ms, schema.EPOCH_MS_OR_NULL: _epoch_ms_or_null,
+    schema.NUMBER: _number, schema.NUMBER_OR_NULL: _number_or_null, schema.NON_NEGATIVE: _non_negative,
+    schema.COUNT: _count, schema.PANE_INDEX: _pane_index, schema.BOOLEAN: _boolean,
+    schema.PANE: _one_of(PANES), schema.TREND: _one_of(TRENDS), schema.ANOMALIES: _anomalies,
+    schema.TEXT: _text, schema.ALERT_TYPE: _one_of(ALERT_TYPES), schema.SEVERITY: _one_of(SEVERITIES),
+}
+
 # DESIGN.md §4: every field is required; the cross-window ones may be null.
 BAR_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "symbol": _symbol, "window_start": _epoch_ms, "window_end": _epoch_ms,
-    "open": _number, "high": _number, "low": _number, "close": _number,
-    "average_price": _number, "vwap": _number, "volume": _non_negative, "tick_count": _count,
-    "change_pct": _number, "swing_pct": _number, "is_volatility_anomaly": _boolean,
-    "pane": _one_of(PANES), "pane_index": _pane_index, "is_final": _boolean,
-    "log_return": _number_or_null, "return_zscore": _number_or_null, "volume_ratio": _number_or_null,
-    "sma_fast": _number_or_null, "sma_slow": _number_or_null, "trend": _one_of(TRENDS),
-    "anomalies": _anomalies,
-    "last_tick_ms": _epoch_ms_or_null, "emitted_at": _epoch_ms_or_null,
-}
+    name: KIND_CHECKS[kind] for name, kind in schema.BAR_FIELD_KINDS.items()}
 # Fields a bar from an older pipeline lacks: accepted as null while the pipeline changes over.
 BAR_OPTIONAL = frozenset({"last_tick_ms", "emitted_at"})
 
 # DESIGN.md §5.
 ALERT_CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "alert_id": _text, "symbol": _symbol, "type": _one_of(ALERT_TYPES),
-    "severity": _one_of((SEVERITY_WARNING, SEVERITY_CRITICAL)),
-    "window_start": _epoch_ms, "window_end": _epoch_ms, "value": _number, "threshold": _number,
-    "message": _text, "detected_at": _epoch_ms,
-}
+    name: KIND_CHECKS[kind] for name, kind in schema.ALERT_FIELD_KINDS.items()}
 
 
 def _check_extra(name: str, value: Any) -> None:
