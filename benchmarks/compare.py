@@ -1,4 +1,4 @@
-"""Side by side: the market pipeline against the best pure-Python peers, on the same data (issues 11, 18).
+"""Side by side: the market pipeline against the best pure-Python peers, on the same data, at any number of symbols.
 
     ./benchmarks/setup.sh            # once: Quix Streams and py-spy in .cache/bench-venv
     flock /tmp/market-flink.lock .venv/bin/python benchmarks/compare.py drain [--ticks 400000] [--runs 3] \\
@@ -128,7 +128,7 @@ def producer_symbol_flags(symbols: int | None) -> list[str]:
 
 
 def require_symbol_count(counts: list[int | None]) -> None:
-    """--symbols needs the producer's --symbol_count (issue 18): say so before any topic is made."""
+    """--symbols needs the producer's --symbol_count: say so before any topic is made."""
     if all(count is None for count in counts):
         return
     help_text = subprocess.run([PYTHON, "-m", "producer", "--help"], capture_output=True, text=True,

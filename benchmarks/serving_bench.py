@@ -10,7 +10,7 @@ Loopback only, bounded loops; topics are deleted at the end.
 
     .venv/bin/python benchmarks/serving_bench.py --clients 100,500,1000
 
-`--store N --hours H` measures the store of record (issue 19): it writes
+`--store N --hours H` measures the store of record (DESIGN.md §7): it writes
 N symbols x H hours of 1-minute bars of record into a new SQLite file (or
 `--database_url`) in the groups serving.updates writes (bars/s),
 starts serving on it (seconds to ready, resident memory), then runs
@@ -19,7 +19,7 @@ starts serving on it (seconds to ready, resident memory), then runs
 
     .venv/bin/python benchmarks/serving_bench.py --store 10000 --hours 24
 
-`--universe N` measures instead serving under a whole market live (issue 18):
+`--universe N` measures instead serving under a whole market live:
 N symbols, `--rate` bar versions per second (EARLY panes every second per
 symbol, the ON_TIME pane of every window at its end, as the pipeline emits
 them) for `--seconds`, produced from a process of its own, while REST clients
@@ -691,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="--universe: WebSocket clients on 10 symbols each")
     parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
                         help="an environment variable for the serving process (repeatable)")
-    parser.add_argument("--store", type=int, default=0, help="symbols of a store-of-record benchmark (issue 19)")
+    parser.add_argument("--store", type=int, default=0, help="symbols of a store-of-record benchmark")
     parser.add_argument("--hours", type=float, default=24.0, help="--store: hours of 1-minute bars per symbol")
     parser.add_argument("--database_url", default="", help="--store: a PostgreSQL to use instead of a new SQLite file")
     parser.add_argument("--keep-store", action="store_true", help="--store: keep the database file afterwards")

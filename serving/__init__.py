@@ -47,7 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The consumer thread is CPU-bound under a busy feed; a request thread
     # waits up to the switch interval (5 ms by default) for the GIL at each of
-    # its blocking calls. 1 ms keeps /api/v1 answers within their budget (issue 18).
+    # its blocking calls. 1 ms keeps /api/v1 answers within their 50 ms budget at market scale.
     sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
     errors.init_app(app)
     ws.init_app(app)

@@ -2,7 +2,7 @@
 
 At 10,000 symbols and 10,000 bar versions per second, sorting and encoding
 10,000 dicts per request cost ~60 ms and held the store's lock the while
-(issue 18). Here each new version is encoded once when it arrives (the
+on every request. Here each new version is encoded once when it arrives (the
 bytes the WebSocket frame is built from), the symbols are kept sorted as they
 appear, and a response is the join of the kept bytes, built at most once per
 change generation and shared by every request that sees that generation.

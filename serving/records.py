@@ -196,7 +196,7 @@ def _check(record: Any, checks: dict[str, Callable[[Any], str | None]], what: st
 # The fast path. A bar exactly as the pipeline writes it (every field, no
 # other, plain types) is checked inline without a call per field: at 10,000
 # bar versions per second the checker functions above cost ~30 us a bar, most
-# of serving's consumer thread (issue 18). Anything else takes the full path,
+# of serving's consumer thread at market scale. Anything else takes the full path,
 # which explains what is wrong. tests/serving/test_records.py checks that the
 # fast path accepts nothing the full one refuses.
 _BAR_KEYS = frozenset(BAR_CHECKS)

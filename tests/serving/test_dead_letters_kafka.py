@@ -1,4 +1,4 @@
-"""The dead-letter ledger and the latency histograms against the real broker (issue 20 parts 1 and 2).
+"""The dead-letter ledger and the latency histograms against the real broker.
 
 The dead letters are those the pipeline writes for the poison records of
 tests/e2e/test_poison_ticks.py, made by the pipeline's own functions
@@ -210,7 +210,7 @@ MAX_BAR_DELAY_S = 5.0   # bars published during the flood reach REST within this
 def test_a_flood_of_dead_letters_is_stored_while_memory_stays_bounded_and_bars_keep_flowing(
         kafka_bootstrap: str, make_topic: Callable[..., str], postgres_server: Any,
         serving_process: Callable[..., Serving]) -> None:
-    """10,000 garbage dead letters a second for 4 s (issue 20 asks it of a minute: the bounds are the same).
+    """10,000 garbage dead letters a second for 4 s (a minute would test the same bounds, only longer).
 
     Serving runs as a process of its own on PostgreSQL, so its resident memory is serving's alone (SQLite's
     page cache, bounded at 256 MiB by serving.database, would live in the process).

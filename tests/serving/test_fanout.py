@@ -1,4 +1,4 @@
-"""Fan-out by subscription index and the encoded latest-bar board (issue 18), without sockets.
+"""Fan-out by subscription index and the encoded latest-bar board, without sockets.
 
 Clients made with `hub.connect()` have no socket: every frame they are sent
 waits in their mailbox, where the test reads it back.

@@ -1,4 +1,4 @@
-"""Serving against a real broker whose output topics hold hostile records and re-sent panes (issues 12, 13)."""
+"""Serving against a real broker whose output topics hold hostile records and re-sent panes."""
 from __future__ import annotations
 
 import logging

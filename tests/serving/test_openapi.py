@@ -1,4 +1,4 @@
-"""/openapi.json describes what the API really accepts and answers (issue 12): the document is valid
+"""/openapi.json describes what the API really accepts and answers: the document is valid
 OpenAPI, every documented response validates against it, and Schemathesis finds nothing."""
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ def test_wrong_method_is_json_405(client: FlaskClient) -> None:
 
 
 def test_metric_labels_stay_bounded(market: Flask, client: FlaskClient) -> None:
-    """Made-up methods and URLs do not add label values to /metrics (issue 13)."""
+    """Made-up methods and URLs do not add label values to /metrics."""
     for n in range(20):
         client.open(f"/api/v1/trends/SYM{n}", method=f"FOO{n}")
         client.get(f"/no/such/page/{n}")
