@@ -38,9 +38,16 @@ def test_setup_checks_prerequisites_with_the_commands_own_code(tmp_path):
     import os
     import sys
 
-    assert "runners.local.prereqs" in (ROOT / "scripts/setup.sh").read_text()
-    (tmp_path / "python").symlink_to(sys.executable)
-    env = dict(os.environ, PATH=str(tmp_path))                  # no java on PATH
-    result = subprocess.run([sys.executable, "-m", "runners.local.prereqs"], cwd=ROOT, env=env,
+    import shutil
+
+    # A PATH with Python 3.11, bash and dirname, and no java: setup.sh stops
+    # with the commands' own message before it creates or fetches anything.
+    for name, target in (("python3.11", sys.executable), ("bash", shutil.which("bash")),
+                         ("dirname", shutil.which("dirname"))):
+        (tmp_path / name).symlink_to(target)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "JAVA_HOME")}
+    env["PATH"] = str(tmp_path)
+    result = subprocess.run([str(tmp_path / "bash"), str(ROOT / "scripts/setup.sh")], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "Java 17 or newer is required" in result.stderr
+    assert result.returncode == 1 and "Java 17 or newer is required" in result.stderr, result.stderr
+    assert "creating .venv" not in result.stdout + result.stderr
