@@ -9,7 +9,7 @@
 need only event-timestamped input and a watermark (docs/transforms.md).
 
 Modules, one idea each: `ticks` (parsing and validation, per-shard
-batches), `combining` (the exact bar accumulator), `seqs` (seen seq
+batches), `tick_row` (a tick as the bar step holds it), `combining` (the exact bar accumulator), `seqs` (seen seq
 ranges), `book` (one symbol's windows and history: lateness, duplicates,
 panes, cross-window fields, alerts), `bars` (the stateful step keyed by
 shard of symbols that holds the books and fires EARLY / ON_TIME / LATE
@@ -33,10 +33,9 @@ sent for each open window.
 """
 from transforms.analytics import MarketAnalytics, MarketOutputs
 from transforms.bars import BarOutputs, ComputeBars
-from transforms.combining import BarCombineFn
-from transforms.ticks import ParsedTicks, ParseTicks, RecordBatch, SourceRecord, Tick
+from transforms.ticks import ParsedTicks, ParseTicks, RecordBatch, SourceRecord
 
 __all__ = [
-    "BarCombineFn", "BarOutputs", "ComputeBars", "MarketAnalytics",
-    "MarketOutputs", "ParseTicks", "ParsedTicks", "RecordBatch", "SourceRecord", "Tick",
+    "BarOutputs", "ComputeBars", "MarketAnalytics",
+    "MarketOutputs", "ParseTicks", "ParsedTicks", "RecordBatch", "SourceRecord",
 ]

@@ -398,8 +398,3 @@ class ComputeBars(beam.PTransform):
             .with_input_types(KV[int, Any])
             .with_outputs(DEAD_LETTERS_TAG, ALERTS_TAG, main="bars"))
         return BarOutputs(bars=outputs.bars, alerts=outputs[ALERTS_TAG], dead_letters=outputs[DEAD_LETTERS_TAG])
-
-
-def zero_clock() -> float:
-    """Processing time 0, where a TestStream's clock starts (see BuildBarsFn.clock)."""
-    return 0.0

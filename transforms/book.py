@@ -18,11 +18,19 @@ from array import array
 from typing import NamedTuple
 
 from market import config, schema
-from transforms.anomalies import (START, HistorySummary, Thresholds, bar_anomalies, fields_after, make_alert,
-                                  summarize_history)
-from transforms.combining import PRICE, SEQ, TIMESTAMP, VOLUME, add_ticks, bar_stats_of, new_accumulator
+from transforms.anomalies import (
+    START,
+    HistorySummary,
+    Thresholds,
+    bar_anomalies,
+    fields_after,
+    make_alert,
+    summarize_history,
+)
+from transforms.combining import CLOSE, ORDER_TIME, add_ticks, bar_stats_of, new_accumulator
 from transforms.formatting import format_bar
 from transforms.seqs import insert_seq, touch_seq
+from transforms.tick_row import PRICE, SEQ, TIMESTAMP, VOLUME, tick_row
 from transforms.ticks import tick_dead_letter
 
 # An open window: [accumulator, next pane index, final, dirty, alert types sent].
@@ -211,7 +219,7 @@ class BarRules(NamedTuple):
         start = end - self.size_ms
         acc = window[ACC]
         bar = format_bar(symbol, start, end, bar_stats_of(acc), pane, window[PANE_INDEX],
-                         self.thresholds.volatility_pct, last_tick_ms=acc[2][0],
+                         self.thresholds.volatility_pct, last_tick_ms=acc[CLOSE][ORDER_TIME],
                          emitted_at=int(time.time() * 1000))
         window[PANE_INDEX] += 1
         window[DIRTY] = False
@@ -259,7 +267,7 @@ def unpack_ticks(packed: tuple[bytes, bytes]) -> list:
     ints, floats = array("q"), array("d")
     ints.frombytes(packed[0])
     floats.frombytes(packed[1])
-    return [(price, volume, stamp, None if seq == NO_SEQ_PACKED else seq, None, None, None)
+    return [tick_row(price, volume, stamp, None if seq == NO_SEQ_PACKED else seq)
             for stamp, seq, price, volume in zip(ints[0::2], ints[1::2], floats[0::2], floats[1::2])]
 
 

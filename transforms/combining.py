@@ -1,8 +1,7 @@
 """The bar accumulator: open/high/low/close/average/VWAP/volume of a window's ticks.
 
-Pure functions over a small list, so the same code serves the stateful bar
-step (one accumulator per open window, in state) and `BarCombineFn` (any
-Beam combine). Sums are exact: partial sums are kept as non-overlapping
+Pure functions over a small list: the stateful bar step keeps one
+accumulator per open window (transforms/book.py). Sums are exact: partial sums are kept as non-overlapping
 floats (Shewchuk), so adding and merging in any order gives one value,
 rounded once when the bar is read.
 """
@@ -10,20 +9,14 @@ from __future__ import annotations
 
 import math
 from operator import mul
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
-import apache_beam as beam
-from apache_beam.coders import FastPrimitivesCoder
-
-# A tick inside the bar steps: a plain tuple (the coders' fast path; a
-# NamedTuple would be pickled).  KEY and RAW are the original Kafka key and
-# value, kept so a tick rejected after the shuffle is still dead-lettered
-# with what was received (DESIGN.md §6).
-PRICE, VOLUME, TIMESTAMP, SEQ, SOURCE, KEY, RAW = range(7)
-NO_SEQ = -1  # sorts before every real seq (seq >= 0) in the open/close order
+from transforms.tick_row import NO_SEQ, PRICE, SEQ, TIMESTAMP, VOLUME
 
 # Accumulator: [count, open key, close key, high, low, Σprice, Σprice·volume, Σvolume].
 COUNT, OPEN, CLOSE, HIGH, LOW, SUM_PRICE, SUM_PV, SUM_VOLUME = range(8)
+# An order key (`order_key`): (event time, seq, price).
+ORDER_TIME, ORDER_SEQ, ORDER_PRICE = range(3)
 
 
 class BarStats(NamedTuple):
@@ -158,39 +151,5 @@ def bar_stats_of(acc: list) -> BarStats | None:
     average = math.fsum(acc[SUM_PRICE]) / count
     volume = math.fsum(acc[SUM_VOLUME])
     vwap = math.fsum(acc[SUM_PV]) / volume if volume > 0 else average
-    return BarStats(open=acc[OPEN][2], high=acc[HIGH], low=acc[LOW], close=acc[CLOSE][2],
+    return BarStats(open=acc[OPEN][ORDER_PRICE], high=acc[HIGH], low=acc[LOW], close=acc[CLOSE][ORDER_PRICE],
                     average_price=average, vwap=vwap, volume=volume, tick_count=count)
-
-
-class BarCombineFn(beam.CombineFn):
-    """The accumulator above as a Beam CombineFn over tick tuples.
-
-    Constant-size accumulator, exact and order-independent merge: a runner
-    may lift it before a shuffle and merge partial results freely.
-    """
-
-    def create_accumulator(self) -> list:
-        return new_accumulator()
-
-    def add_input(self, acc: list, tick: tuple) -> list:
-        return add_tick(acc, tick)
-
-    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
-        merged = new_accumulator()
-        for acc in accumulators:
-            merge_into(merged, acc)
-        return merged
-
-    def extract_output(self, acc: list) -> BarStats | None:
-        return bar_stats_of(acc)
-
-    def get_accumulator_coder(self):
-        return FastPrimitivesCoder()
-
-
-def bar_stats(ticks: Iterable[tuple]) -> BarStats | None:
-    """One-pass BarStats of tick tuples (price, volume, timestamp_ms, seq, ...)."""
-    acc = new_accumulator()
-    for tick in ticks:
-        add_tick(acc, tick)
-    return bar_stats_of(acc)

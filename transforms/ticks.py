@@ -25,10 +25,11 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from market import codec, config, schema
+
 # The one event-time parser and tick validator (market/ticks.py); TickError
 # and parse_timestamp stay importable from here.
 from market.ticks import TickError, describe, parse_timestamp, validate  # noqa: F401
-from transforms.combining import KEY, RAW, SOURCE
+from transforms.tick_row import KEY, RAW, SOURCE, tick_row
 
 METRICS_NAMESPACE = "market.transforms"
 DEAD_LETTERS_TAG = "dead_letters"
@@ -68,23 +69,11 @@ class RecordBatch(NamedTuple):
     read_watermark_ms: int | None = None
 
 
-class Tick(NamedTuple):
-    """A validated tick (DESIGN.md §3) with the symbol in upper case.
+def tick_fields(value: bytes | str, latest_ms: int | None = None) -> tuple:
+    """(symbol, price, volume, timestamp_ms, seq) of a valid tick value, else TickError.
 
-    `timestamp` is the event time in epoch milliseconds; `source` is
-    `(topic, partition, offset)` of the record it came from, or None.
+    `latest_ms`: the latest event time accepted (the wall clock plus `--max_future_s`), None for no bound.
     """
-
-    symbol: str
-    price: float
-    volume: float
-    timestamp: int
-    seq: int | None = None
-    source: tuple[str | None, int | None, int | None] | None = None
-
-
-def _fields(value: bytes | str, latest_ms: int | None) -> tuple:
-    """(symbol, price, volume, timestamp_ms, seq) of a valid tick value, else TickError."""
     try:
         data = codec.loads(value)
     except codec.JSONDecodeError as exc:
@@ -92,20 +81,6 @@ def _fields(value: bytes | str, latest_ms: int | None) -> tuple:
     if type(data) is not dict:
         raise TickError(schema.REASON_NOT_AN_OBJECT, f"a tick is a JSON object, got {describe(data)}")
     return validate(data, latest_ms)
-
-
-def parse_tick(value: bytes | str, source: tuple | None = None, *,
-               now_ms: int | None = None, max_future_s: float | None = None) -> Tick:
-    """Validate one raw tick value; raises `TickError` with the dead-letter reason.
-
-    With `max_future_s`, a tick stamped more than that ahead of `now_ms`
-    (default: the wall clock) is rejected (DESIGN.md §3).
-    """
-    latest = None
-    if max_future_s is not None:
-        latest = (int(time.time() * 1000) if now_ms is None else now_ms) + int(max_future_s * 1000)
-    symbol, price, volume, timestamp, seq = _fields(value, latest)
-    return Tick(symbol, price, volume, timestamp, seq, source)
 
 
 def raw_text(value: Any) -> str:
@@ -173,8 +148,7 @@ class ParseTickFn(beam.DoFn):
     valid ticks as one `(shard, {symbol: (ticks, read_watermark_ms)})` batch
     per state shard and bundle when the bundle finishes.
 
-    A tick is the tuple (price, volume, timestamp_ms, seq, source, key, raw)
-    of transforms/combining.py. Batching by shard is what makes the keyed bar
+    A tick is a `tick_row` (transforms/tick_row.py). Batching by shard is what makes the keyed bar
     step's cost grow with ticks, not with symbols: one element, one state
     access and one timer per shard and bundle, however many symbols it
     holds. The batches are stamped with their earliest tick's event time;
@@ -225,7 +199,7 @@ class ParseTickFn(beam.DoFn):
                     raise TickError(schema.REASON_INVALID_JSON,
                                     f"record value must be bytes or text, got {type(value).__name__}")
                 value = bytes(value)
-            symbol, price, volume, timestamp, seq = _fields(value, latest)
+            symbol, price, volume, timestamp, seq = tick_fields(value, latest)
             batch = self._batches.get((win, symbol))
             if batch is None:
                 self._batches[(win, symbol)] = batch = [timestamp, watermark, []]
@@ -240,7 +214,7 @@ class ParseTickFn(beam.DoFn):
                 # would otherwise be judged by the watermark read after it.
                 if batch[1] is not None and (watermark is None or watermark < batch[1]):
                     batch[1] = watermark
-            batch[2].append((price, volume, timestamp, seq, source, key, value))
+            batch[2].append(tick_row(price, volume, timestamp, seq, source, key, value))
             return None
         except TickError as exc:
             reason, detail = exc.reason, exc.detail

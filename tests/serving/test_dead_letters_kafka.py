@@ -34,13 +34,13 @@ def pipeline_dead_letters(ticks_topic: str, now_ms: int) -> list[tuple[bytes, by
     from pipelines.kafka_io import encode_dead_letter
     from tests.e2e.test_poison_ticks import poison_set, tick
     from transforms.ticks import dead_letter as pipeline_dead_letter
-    from transforms.ticks import parse_tick
+    from transforms.ticks import tick_fields
 
     out = []
     poison = [*poison_set(now_ms), (b"NORM1", tick("NORM1", 10.0, now_ms, 5), now_ms, "duplicate")]
     for offset, (key, value, _, reason) in enumerate(poison):
         try:
-            parse_tick(value) if value is not None else None
+            tick_fields(value) if value is not None else None
             detail = f"a {reason} tick"     # rejected by a later step (lateness, duplicates)
         except TickError as exc:
             detail = exc.detail

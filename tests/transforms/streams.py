@@ -11,6 +11,12 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that
 from apache_beam.transforms.window import TimestampedValue
 
+
+def zero_clock() -> float:
+    """Processing time 0, where a TestStream's clock starts (ComputeBars' `clock` in a TestStream run)."""
+    return 0.0
+
+
 # 2025-11-25T09:30:00Z, aligned to the minute.
 T0 = 1764063000000
 MINUTE = 60_000

@@ -7,9 +7,8 @@ from apache_beam.testing.test_stream import TestStream
 
 from market import schema
 from tests.reference import close_enough, history_fields
-from tests.transforms.streams import MINUTE, T0, at, record, run
+from tests.transforms.streams import MINUTE, T0, at, record, run, zero_clock
 from transforms import ComputeBars, ParseTicks
-from transforms.bars import zero_clock
 
 
 def ticks(minute: int, close: float, volume: float = 1000.0, high: float | None = None,

@@ -12,9 +12,8 @@ from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 
 from market import schema
 from tests.reference import close_enough, window_bar
-from tests.transforms.streams import MINUTE, T0, at, record, run, streaming_options
+from tests.transforms.streams import MINUTE, T0, at, record, run, streaming_options, zero_clock
 from transforms import ComputeBars, ParseTicks, RecordBatch
-from transforms.bars import zero_clock
 
 
 def bars_and_dead_letters(early_firing_s: float = 5):

@@ -19,6 +19,7 @@ from tests.transforms.streams import MINUTE, T0, tick_json
 from transforms.anomalies import Thresholds
 from transforms.bars import BuildBarsFn
 from transforms.book import BarRules
+from transforms.tick_row import tick_row
 from transforms.ticks import shard_of
 
 RULES = BarRules.of(60, 30, Thresholds())
@@ -74,7 +75,7 @@ def new_fn() -> BuildBarsFn:
 
 
 def tick(symbol: str, price: float, ts: int, seq: int | None, volume: float = 10.0) -> tuple:
-    return (price, volume, ts, seq, ("ticks", 0, seq), symbol.encode(), tick_json(symbol, price, ts, seq, volume))
+    return tick_row(price, volume, ts, seq, ("ticks", 0, seq), symbol.encode(), tick_json(symbol, price, ts, seq, volume))
 
 
 def comparable(outputs: list) -> list:
