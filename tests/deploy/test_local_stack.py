@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import urllib.request
 
 from runners.local import paths, process, stack
 from runners.ports import free_port
 from tests.deploy.test_compose import docs_serving_command
+from tests.waiting import wait_for
 
 
 def test_make_run_serves_with_gunicorn_like_compose():
@@ -21,17 +21,17 @@ def test_make_run_serves_with_gunicorn_like_compose():
     server = subprocess.Popen(cmd, cwd=paths.PROJECT_ROOT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def answered() -> str | None:
+            """The healthz answer's Server header, once serving answers."""
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                    assert response.status == 200
-                    assert response.headers["Server"].startswith("gunicorn"), response.headers["Server"]
-                    break
+                    return response.headers["Server"] if response.status == 200 else None
             except OSError:
                 assert server.poll() is None, server.stdout.read()
-                assert time.monotonic() < deadline, "serving did not answer in 30s"
-                time.sleep(0.3)
+                return None
+
+        server_header = wait_for(answered, 30, "serving answering /healthz", poll_s=0.3)
+        assert server_header.startswith("gunicorn"), server_header
     finally:
         process.terminate([server.pid], grace_s=10)
         server.wait(timeout=5)

@@ -20,6 +20,8 @@ import pytest
 
 from runners.local import flink as local_flink
 from runners.local import process
+from runners.wait import wait_until
+from tests.waiting import wait_for
 
 
 def make_checkpoint(folder: Path, mtime: float) -> Path:
@@ -125,10 +127,7 @@ time.sleep(600)
 def test_stop_leaves_nothing_of_the_process_tree(tmp_path, monkeypatch):
     monkeypatch.setenv("MARKET_CACHE_DIR", str(tmp_path))
     pid = process.start("tree", [sys.executable, "-c", TREE])
-    deadline = time.monotonic() + 20
-    while len(process.descendants(pid)) < 2:
-        assert time.monotonic() < deadline, "the children did not start"
-        time.sleep(0.1)
+    wait_for(lambda: len(process.descendants(pid)) >= 2, 20, "the children started", poll_s=0.1)
     tree = process.descendants(pid)
     assert process.stop("tree", timeout_s=5)
 
@@ -138,9 +137,8 @@ def test_stop_leaves_nothing_of_the_process_tree(tmp_path, monkeypatch):
         except OSError:
             return False
 
-    deadline = time.monotonic() + 2     # a SIGKILLed process takes a moment to become a zombie
-    while any(running(p) for p in [pid, *tree]) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # A SIGKILLed process takes a moment to become a zombie.
+    wait_until(lambda: not any(running(p) for p in [pid, *tree]), 2, 0.05)
     left = [p for p in [pid, *tree] if running(p)]
     assert left == [], subprocess.run(["ps", "-o", "pid,ppid,args", *map(str, left)], capture_output=True,
                                       text=True).stdout

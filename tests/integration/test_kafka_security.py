@@ -29,6 +29,7 @@ from runners.local import kafka, paths, process
 from runners.ports import free_port
 from tests.conftest import missing_prerequisite
 from tests.e2e.pipeline_process import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -225,16 +226,14 @@ def test_ticks_reach_serving_through_sasl_only(sasl_broker: kafka.Broker, flink_
             [sys.executable, "-m", "producer", "--symbols", "AAPL,MSFT,NVDA", "--rate", "30", "--duration_s", "400",
              "--stats_interval_s", "0"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
             stderr=open(tmp_path / "producer.log", "wb"))
-        deadline = time.monotonic() + 360
-        bars: list = []
-        while time.monotonic() < deadline and not bars:
+        def bars() -> list:
             pipeline.assert_running()
             assert producer.poll() is None, (tmp_path / "producer.log").read_text()
-            status, body = serving.get("/api/v1/trends/latest")
-            bars = [bar for bar in body.get("trends", []) if bar["symbol"] in ("AAPL", "MSFT", "NVDA")]
-            time.sleep(2)
-        assert bars, (f"no bar reached serving through SASL; /readyz: {serving.get('/readyz')}\n"
-                      f"{pipeline.tail()}\n{process.tail(serving.log_path)}")
+            _, body = serving.get("/api/v1/trends/latest")
+            return [bar for bar in body.get("trends", []) if bar["symbol"] in ("AAPL", "MSFT", "NVDA")]
+
+        wait_for(bars, 360, lambda: (f"a bar reaching serving through SASL; /readyz: {serving.get('/readyz')}\n"
+                                     f"{pipeline.tail()}\n{process.tail(serving.log_path)}"), poll_s=2)
     finally:
         if producer is not None:
             producer.terminate()

@@ -171,9 +171,9 @@ def test_probe_marks_outage_and_recovery(kafka_bootstrap: str, make_topic: Calla
     try:
         # A topic created a moment ago may not have partition leaders yet.
         wait_for(lambda: feed._probe(live, assignment) or feed.ready, 15, "the first successful probe")
-        assert metrics.ready._value.get() == 1
+        assert metrics.registry.get_sample_value("serving_ready") == 1
         feed._probe(dead, assignment)
-        assert not feed.ready and "unreachable" in feed.status and metrics.ready._value.get() == 0
+        assert not feed.ready and "unreachable" in feed.status and metrics.registry.get_sample_value("serving_ready") == 0
         feed._probe(live, assignment)
         assert feed.ready and feed.status == "following"
     finally:
