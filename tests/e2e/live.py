@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer
 
 from market import config
 from runners import topics
+from runners.wait import wait_until
 from tests.reference import Batch
 
 
@@ -75,12 +76,8 @@ class Collector:
             return list(self.bars), list(self.alerts), list(self.dead_letters)
 
     def wait_for(self, predicate, timeout_s: float, poll_s: float = 0.5) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate(*self.snapshot()):
-                return True
-            time.sleep(poll_s)
-        return predicate(*self.snapshot())
+        """True once `predicate(bars, alerts, dead_letters)` holds within `timeout_s` (the caller says what failed)."""
+        return bool(wait_until(lambda: predicate(*self.snapshot()), timeout_s, poll_s))
 
     def close(self) -> None:
         self._stop.set()

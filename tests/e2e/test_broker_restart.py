@@ -37,6 +37,7 @@ from runners.local import kafka, paths, process
 from runners.ports import free_port
 from tests.e2e.live import Collector, TopicSet, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
+from tests.waiting import seconds_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
@@ -54,15 +55,6 @@ def readyz(port: int) -> int | None:
         return exc.code
     except OSError:
         return None
-
-
-def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.5) -> float:
-    """Seconds until `predicate()` held; fails after `timeout_s`."""
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout_s, f"{what} not within {timeout_s:.0f}s"
-        time.sleep(poll_s)
-    return time.monotonic() - start
 
 
 def get_json(port: int, route: str) -> dict:
@@ -130,9 +122,9 @@ def test_broker_killed_and_restarted_under_load(own_broker, tmp_path):
     pipeline = PipelineProcess(args, tmp_path / "pipeline.log").start()
     producer = None
     try:
-        wait_until(lambda: "Job state changed to RUNNING" in pipeline.log_path.read_text(errors="replace")
+        seconds_until(lambda: "Job state changed to RUNNING" in pipeline.log_path.read_text(errors="replace")
                    or pipeline.assert_running(), 300, "the pipeline's job running")
-        wait_until(lambda: readyz(serving_port) == 200, 60, "serving ready")
+        seconds_until(lambda: readyz(serving_port) == 200, 60, "serving ready")
         with open(tmp_path / "producer.log", "ab") as producer_log:
             producer = subprocess.Popen(
                 [sys.executable, "-m", "producer", f"--bootstrap_servers={bootstrap}",
@@ -142,17 +134,17 @@ def test_broker_killed_and_restarted_under_load(own_broker, tmp_path):
         producing_s = time.monotonic()
         # Started under load the pipeline takes a while to its first bar: the
         # outage must hit a pipeline that is live, whenever that is.
-        wait_until(lambda: bool(collector.snapshot()[0]) or pipeline.assert_running(), 180,
+        seconds_until(lambda: bool(collector.snapshot()[0]) or pipeline.assert_running(), 180,
                    "the first bar before the outage")
         time.sleep(3)
 
         os.kill(process.read_pid(own_broker.name), signal.SIGKILL)
         down_at = time.monotonic()
-        not_ready_after = wait_until(lambda: readyz(serving_port) == 503, OUTAGE_S, "/readyz 503 with the broker down")
+        not_ready_after = seconds_until(lambda: readyz(serving_port) == 503, OUTAGE_S, "/readyz 503 with the broker down")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         kafka.start(broker=own_broker)
         up_at = time.monotonic()
-        ready_after = wait_until(lambda: readyz(serving_port) == 200, 60, "/readyz 200 after the restart")
+        ready_after = seconds_until(lambda: readyz(serving_port) == 200, 60, "/readyz 200 after the restart")
         print(f"outage {up_at - down_at:.1f}s; /readyz 503 after {not_ready_after:.1f}s, "
               f"200 {ready_after:.1f}s after the restart")
 
@@ -182,10 +174,7 @@ def test_broker_killed_and_restarted_under_load(own_broker, tmp_path):
                      if in_bar.get(key, 0) + in_dead[key] != n}
             return short, Counter(letter["reason"] for letter in dead.values()), in_dead
 
-        deadline = time.monotonic() + 150
-        while accounted()[0] and time.monotonic() < deadline:
-            pipeline.assert_running()
-            time.sleep(2)
+        runner_wait.wait_until(lambda: pipeline.assert_running() or not accounted()[0], 150, 2.0)
         short, reasons, _ = accounted()
         assert short == {}, (f"windows whose ticks are neither in the bar nor dead letters "
                              f"(in bar, dead letters, published): {dict(list(short.items())[:10])}; "
@@ -198,7 +187,7 @@ def test_broker_killed_and_restarted_under_load(own_broker, tmp_path):
         assert readyz(serving_port) == 200
         fresh = start_serving(tmp_path / "fresh-serving.log", bootstrap, topics, env)
         try:
-            wait_until(lambda: readyz(fresh.port) == 200, 60, "a fresh serving ready")
+            seconds_until(lambda: readyz(fresh.port) == 200, 60, "a fresh serving ready")
             for route in ("/api/v1/trends/latest", "/api/v1/symbols"):
                 same = lambda: get_json(serving_port, route) == get_json(fresh.port, route)
                 if not runner_wait.wait_until(same, 20):

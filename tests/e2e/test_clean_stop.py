@@ -3,7 +3,7 @@
 The pipeline is stopped with SIGTERM to its driver process only. It must stop
 its Flink job with a savepoint, and its job server JVM must be gone
 afterwards even when Beam's own clean-up fails (its temp folder removed under
-it, the FileNotFoundError seen in issue 13). The next start resumes from the
+it: a FileNotFoundError then left the JVM running). The next start resumes from the
 savepoint: every tick is counted once and no bar version is sent twice
 (after a crash, by contrast, versions since the last checkpoint repeat:
 test_pipeline_restart.py). Offsets continue: no dead letter is sent twice.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from confluent_kafka import Producer
 
 from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars, publish_for
 from tests.e2e.pipeline_process import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
@@ -67,16 +67,18 @@ def sigterm_driver(pipeline: PipelineProcess, timeout_s: float = 150) -> list[in
     tree = pipeline.tree()
     pipeline.proc.send_signal(signal.SIGTERM)
     pipeline.proc.wait(timeout=timeout_s)
-    time.sleep(1)
     return tree
 
 
+def assert_gone(pids: list[int], pipeline: PipelineProcess, timeout_s: float = 10) -> None:
+    """Every process of `pids` ends within `timeout_s` (a JVM told to stop takes a moment to exit)."""
+    wait_for(lambda: alive(pids) == [], timeout_s,
+             lambda: f"left running after SIGTERM: {alive(pids)}\n{pipeline.tail(30)}")
+
+
 def wait_for_log(pipeline: PipelineProcess, text: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while text not in pipeline.log_path.read_text(errors="replace"):
-        pipeline.assert_running()
-        assert time.monotonic() < deadline, f"no {text!r} in the log:\n{pipeline.tail()}"
-        time.sleep(0.5)
+    wait_for(lambda: text in pipeline.log_path.read_text(errors="replace"), timeout_s,
+             lambda: f"{text!r} in the log:\n{pipeline.tail()}", between=pipeline.assert_running, poll_s=0.5)
 
 
 def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
@@ -97,11 +99,8 @@ def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
         # Ticks published before the job reads can be judged late at its
         # start (docs/deployment.md, troubleshooting): the feed starts once it runs.
         wait_for_log(first, "Job state changed to RUNNING")
-        deadline = time.monotonic() + 300
-        while not collector.snapshot()[0]:
-            first.assert_running()
-            assert time.monotonic() < deadline, f"no bar from the first run:\n{first.tail()}"
-            publish_for(script, walk, SYMBOLS, 0.5)
+        wait_for(lambda: collector.snapshot()[0], 300, lambda: f"a bar from the first run:\n{first.tail()}",
+                 between=lambda: (first.assert_running(), publish_for(script, walk, SYMBOLS, 0.5)), poll_s=0)
         publish_for(script, walk, SYMBOLS, 6)
 
         # Beam's stop of its job server removes this folder first; when that
@@ -111,7 +110,7 @@ def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
         shutil.rmtree(temp_root)
         tree = sigterm_driver(first)
         assert tree, "the driver had no child process"
-        assert alive(tree) == [], f"left running after SIGTERM:\n{first.tail(30)}"
+        assert_gone(tree, first)
         log = (tmp_path / "first.log").read_text()
         assert "savepoint complete" in log, first.tail(40)
         savepoints = sorted((checkpoints / "savepoints").glob("savepoint-*/_metadata"))
@@ -156,7 +155,7 @@ def test_sigterm_stops_with_a_savepoint_and_the_next_start_replays_nothing(
                                  f"dead letters by reason: {dict(reasons)}\n{second.tail(20)}")
         tree = second.tree()
         second.stop()
-        assert alive(tree) == []
+        assert_gone(tree, second)
         bars, _, dead_letters = collector.snapshot()
     finally:
         first.kill()
@@ -178,12 +177,10 @@ def test_sigterm_during_start_up_leaves_no_jvm(kafka_bootstrap, flink_jars, topi
             f"--state_backend_storage_path=file://{tmp_path / 'checkpoints'}"]
     pipeline = PipelineProcess(args, tmp_path / "pipeline.log").start()
     try:
-        deadline = time.monotonic() + 120
-        while not any("io-expansion-service" in " ".join(cmdline(pid)) for pid in pipeline.tree()):
-            pipeline.assert_running()
-            assert time.monotonic() < deadline, f"no expansion service started:\n{pipeline.tail()}"
-            time.sleep(0.1)
+        wait_for(lambda: any("io-expansion-service" in " ".join(cmdline(pid)) for pid in pipeline.tree()), 120,
+                 lambda: f"an expansion service started:\n{pipeline.tail()}", between=pipeline.assert_running,
+                 poll_s=0.1)
         tree = sigterm_driver(pipeline, timeout_s=60)
-        assert alive(tree) == [], f"left running after SIGTERM:\n{pipeline.tail(30)}"
+        assert_gone(tree, pipeline)
     finally:
         pipeline.kill()

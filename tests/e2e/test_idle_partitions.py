@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Producer
 
 from market import codec
-
 from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
@@ -34,13 +34,13 @@ def test_bars_close_with_two_silent_partitions(kafka_bootstrap, flink_jars, topi
     walk = RandomWalk(["ONLY"], seed=11)
     try:
         with PipelineProcess(args, tmp_path / "pipeline.log") as pipeline:
-            deadline = time.monotonic() + 300
-            while not collector.snapshot()[0]:          # the first (EARLY) bar: reading live
+            def tick_once() -> None:
                 pipeline.assert_running()
-                assert time.monotonic() < deadline, f"no bar:\n{pipeline.tail()}"
                 script.tick("ONLY", walk.next("ONLY"), walk.volume(), partition=0)
                 script.flush()
-                time.sleep(0.2)
+
+            # The first (EARLY) bar: the pipeline reads live.
+            wait_for(lambda: collector.snapshot()[0], 300, lambda: f"a bar:\n{pipeline.tail()}", between=tick_once)
             stop_at = time.time() + 2 * WINDOW_MS / 1000
             while time.time() < stop_at:
                 script.tick("ONLY", walk.next("ONLY"), walk.volume(), partition=0)

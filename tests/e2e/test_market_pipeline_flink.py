@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from tests import reference
 from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
@@ -67,17 +68,16 @@ def pipeline_args(topics: TopicSet, bootstrap: str, tmp_path) -> list[str]:
 
 def warm_up(script: TickScript, collector: Collector, pipeline: PipelineProcess, timeout_s: float = 300) -> None:
     """Tick on every partition until the pipeline emits its first bar: it is then reading live."""
-    deadline = time.monotonic() + timeout_s
     walk = RandomWalk(WARMUP, seed=7)
-    while time.monotonic() < deadline:
+
+    def tick_every_partition() -> None:
         pipeline.assert_running()
         if not in_quiet_gap(int(time.time() * 1000)):
             for partition, symbol in enumerate(WARMUP):
                 script.tick(symbol, walk.next(symbol), walk.volume(), partition=partition)
-        if collector.snapshot()[0]:
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"no bar within {timeout_s}s of starting the pipeline:\n{pipeline.tail()}")
+
+    wait_for(lambda: collector.snapshot()[0], timeout_s, lambda: f"a bar after the start:\n{pipeline.tail()}",
+             between=tick_every_partition, poll_s=0.25)
 
 
 def play_market(script: TickScript, windows: int = 4) -> None:

@@ -10,7 +10,6 @@ per (symbol, window_start) is what counts.
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter
 
 import orjson
@@ -21,6 +20,7 @@ from runners.local import flink as local_flink
 from tests.conftest import committed_offsets
 from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars, publish_for
 from tests.e2e.pipeline_process import PipelineProcess
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e]
 
@@ -40,18 +40,14 @@ def test_killed_pipeline_resumes_from_checkpoint(kafka_bootstrap, flink_jars, to
     try:
         first = PipelineProcess(args + ["--no_resume"], tmp_path / "first.log").start()
         try:
-            deadline = time.monotonic() + 300
-            while not collector.snapshot()[0]:
-                first.assert_running()
-                assert time.monotonic() < deadline, f"no bar from the first run:\n{first.tail()}"
-                publish_for(script, walk, SYMBOLS, 0.5)
+            wait_for(lambda: collector.snapshot()[0], 300, lambda: f"a bar from the first run:\n{first.tail()}",
+                     between=lambda: (first.assert_running(), publish_for(script, walk, SYMBOLS, 0.5)), poll_s=0)
             publish_for(script, walk, SYMBOLS, 8)
             # Let a checkpoint complete after those ticks, then crash hard.
             seen = local_flink.latest_checkpoint(checkpoints)
-            deadline = time.monotonic() + 60
-            while local_flink.latest_checkpoint(checkpoints) == seen:
-                assert time.monotonic() < deadline, f"no checkpoint completed:\n{first.tail()}"
-                publish_for(script, walk, SYMBOLS, 0.5)
+            wait_for(lambda: local_flink.latest_checkpoint(checkpoints) != seen, 60,
+                     lambda: f"a checkpoint completed:\n{first.tail()}",
+                     between=lambda: publish_for(script, walk, SYMBOLS, 0.5), poll_s=0)
         finally:
             first.kill(signal.SIGKILL)
         resumed_from = local_flink.latest_checkpoint(checkpoints)
@@ -66,11 +62,8 @@ def test_killed_pipeline_resumes_from_checkpoint(kafka_bootstrap, flink_jars, to
         publish_for(script, walk, SYMBOLS, 8)            # published while no pipeline runs
         bars_before = len(collector.snapshot()[0])
         with PipelineProcess(args, tmp_path / "second.log") as second:
-            deadline = time.monotonic() + 300
-            while len(collector.snapshot()[0]) == bars_before:
-                second.assert_running()
-                assert time.monotonic() < deadline, f"no bar after the restart:\n{second.tail()}"
-                time.sleep(1)
+            wait_for(lambda: len(collector.snapshot()[0]) > bars_before, 300,
+                     lambda: f"a bar after the restart:\n{second.tail()}", between=second.assert_running, poll_s=1)
             assert f"resuming from checkpoint {resumed_from}" in (tmp_path / "second.log").read_text()
             publish_for(script, walk, SYMBOLS, 6)
 
