@@ -314,7 +314,8 @@ class KafkaFeed:
                 if record["pane"] == PANE_ON_TIME:
                     on_time.append((emitted - record["window_end"]) / 1000)
                 to_serving.append(received - emitted / 1000)
-            records.append(Update(CHANNEL_TRENDS if is_bar else CHANNEL_ALERTS, record, persist=persist))
+            records.append(Update(CHANNEL_TRENDS if is_bar else CHANNEL_ALERTS, record, persist,
+                                  msg.partition(), msg.offset()))
             origins.append(msg)
         if records or handled:
             self.updates.apply(records, handled,

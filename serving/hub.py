@@ -8,6 +8,11 @@ blocking through the client's mailbox (serving.transport). A client whose
 mailbox is full is cut off (error, then close 1008) instead of slowing the
 others.
 
+A subscribe that resumes (`after`/`since`) is replayed from Kafka by
+serving.replay; meanwhile that client's live messages of the channel go to
+its hand-off (serving.resume.Handoff) instead of its mailbox, and it is kept
+out of the subscription index until the hand-off has settled.
+
 Writing directly from the fan-out thread matters: waking one thread per
 client per message costs ~0.3 ms of CPU each under the GIL, which capped a
 2-core machine at a few hundred clients.
@@ -20,15 +25,32 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from market import codec
 from serving import protocol
 from serving.metrics import Metrics
+from serving.resume import Handoff
 from serving.store import MarketStore
 from serving.transport import CLOSED, EVICTED, Mailbox, cut_socket, text_frame
 
+if TYPE_CHECKING:
+    from serving.replay import Replays
+
 log = logging.getLogger(__name__)
+
+
+class Fresh(NamedTuple):
+    """A new bar or alert version to fan out: its channel, symbol, WebSocket frame and Kafka position (None
+    for a record that did not come from Kafka)."""
+
+    channel: str
+    symbol: str
+    frame: bytes
+    partition: int | None = None
+    offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class Client:
         self.heartbeat_seq = 0
         # What the hub's subscription index holds for this client, per channel: (all, named symbols).
         self.indexed: dict[str, tuple[bool, frozenset[str]]] = {ch: (False, frozenset()) for ch in protocol.CHANNELS}
+        self.resuming: set[str] = set()     # channels whose replay is running: their subscription is fixed
 
     def wants(self, channel: str, symbol: str) -> bool:
         """True if this client subscribed to `symbol` on `channel`."""
@@ -96,13 +119,26 @@ class Hub:
         # the clients that want it, not a scan of every client (issue 18).
         self._everyone: dict[str, dict[int, Client]] = {ch: {} for ch in protocol.CHANNELS}
         self._named: dict[str, dict[str, dict[int, Client]]] = {ch: {} for ch in protocol.CHANNELS}
+        # Clients resuming a channel, outside the index until their hand-off settles (serving.resume).
+        self._replaying: dict[str, dict[int, tuple[Client, Handoff]]] = {ch: {} for ch in protocol.CHANNELS}
+        # Per channel and partition, the highest offset the feed has handled (fanned out if new): the
+        # snapshot's resume point, and what a hand-off waits for.
+        self.reached: dict[str, dict[int, int]] = {ch: {} for ch in protocol.CHANNELS}
+        self.replays: Replays | None = None     # serving.replay; None without a Kafka feed
         # Orders live-state updates and fan-out (serving.updates takes it) and
         # subscriptions. It is not the store's lock, so REST reads never wait
         # for a fan-out to a thousand sockets.
         self.lock = threading.RLock()
 
     def _reindex(self, client: Client, channel: str, drop: bool = False) -> None:
-        """Bring the index in line with `client`'s subscription of `channel` (or take it out: `drop`)."""
+        """Bring the index in line with `client`'s subscription of `channel` (or take it out: `drop`).
+
+        A client resuming the channel stays out of the index (its hand-off routes its messages) until `_promote`.
+        """
+        if drop:
+            self._replaying[channel].pop(client.id, None)
+        elif client.id in self._replaying[channel]:
+            return
         was_all, was_named = client.indexed[channel]
         subscription = client.subscriptions[channel]
         now_all = subscription.all and not drop
@@ -167,6 +203,10 @@ class Hub:
         with self.lock:
             self._send(client, message)
 
+    def deliver(self, client: Client, frame: bytes) -> bool:
+        """Queue pre-built frames for `client` (a replay's); overflow closes it like any other."""
+        return self._offer(client, frame)
+
     def handle(self, client: Client, raw: str | bytes) -> None:
         """Act on one client message, queueing the replies DESIGN.md §8 prescribes.
 
@@ -186,41 +226,133 @@ class Hub:
         if action.action == "ping":
             self.send(client, {"type": "pong"})
         elif action.action == "subscribe":
-            self.subscribe(client, action.channel or "", list(action.symbols))
+            self.subscribe(client, action.channel or "", list(action.symbols), action.resume)
         else:
             self.unsubscribe(client, action.channel or "", list(action.symbols))
 
-    def subscribe(self, client: Client, channel: str, symbols: list[str]) -> None:
-        """Add a subscription, then queue `subscribed` and the channel's snapshot atomically with the stream."""
-        # Under the hub lock no bar is applied or fanned out, so the snapshot
-        # and the live messages after it neither overlap nor leave a gap.
+    def subscribe(self, client: Client, channel: str, symbols: list[str],
+                  resume: protocol.ResumePoint | None = None) -> None:
+        """Add a subscription, then queue `subscribed` and the channel's snapshot atomically with the stream;
+        with `resume`, hand it to serving.replay instead (`subscribed`, the replay, `replayed`, live)."""
         with self.lock:
+            if channel in client.resuming:
+                self._send(client, protocol.error(f"a replay of {channel} is running: wait for its \"replayed\""))
+                return
             subscription = client.subscriptions[channel]
+            if resume is not None and not subscription.empty:
+                self._send(client, protocol.error(
+                    f"\"after\" and \"since\" resume a channel not subscribed yet, and {channel} is: "
+                    f"unsubscribe \"*\" first"))
+                return
             if subscription.named_after_add(symbols) > self.limits.max_symbols:
                 self._send(client, protocol.error(
                     f"at most {self.limits.max_symbols} symbols per channel; subscribe to \"*\" for all"))
                 return
-            subscription.add(symbols)
-            if client.id in self._clients:
-                self._reindex(client, channel)
-            subscribed = {"type": "subscribed", "channel": channel, "symbols": symbols}
-            if not self._send(client, subscribed):
+            if resume is None or self.replays is None:
+                if resume is not None and not self._send(client, protocol.error(
+                        "this server reads no Kafka topics (CONSUME is off): nothing to replay; "
+                        "a snapshot follows instead")):
+                    return
+                self._subscribe_now(client, channel, symbols)
                 return
-            wanted = None if protocol.ALL_SYMBOLS in symbols else set(symbols)
-            if channel == protocol.CHANNEL_TRENDS:
-                # The latest bars as kept encoded: 10,000 symbols cost a join, not 10,000 encodings.
-                parts = self.store.board.encoded(wanted)
-                self._offer(client, text_frame(b'{"type":"snapshot","channel":"trends","data":['
-                                               + b",".join(parts) + b"]}"))
+            client.resuming.add(channel)
+        self.replays.start(client, channel, symbols, resume)
+
+    def _subscribe_now(self, client: Client, channel: str, symbols: list[str]) -> None:
+        # Under the hub lock no bar is applied or fanned out, so the snapshot
+        # and the live messages after it neither overlap nor leave a gap.
+        client.subscriptions[channel].add(symbols)
+        if client.id in self._clients:
+            self._reindex(client, channel)
+        subscribed = {"type": "subscribed", "channel": channel, "symbols": symbols}
+        if self._send(client, subscribed):
+            self._snapshot(client, channel, symbols)
+
+    def _snapshot(self, client: Client, channel: str, symbols: list[str]) -> None:
+        """Queue the channel's snapshot of `symbols`, with the position per partition it reflects (`after`)."""
+        wanted = None if protocol.ALL_SYMBOLS in symbols else set(symbols)
+        after = protocol.positions(self.reached[channel])
+        if channel == protocol.CHANNEL_TRENDS:
+            # The latest bars as kept encoded: 10,000 symbols cost a join, not 10,000 encodings.
+            parts = self.store.board.encoded(wanted)
+            self._offer(client, text_frame(b'{"type":"snapshot","channel":"trends","after":' + codec.dumps(after)
+                                           + b',"data":[' + b",".join(parts) + b"]}"))
+            return
+        data = (self.store.recent_alerts(protocol.ALERT_SNAPSHOT_SIZE) if wanted is None
+                else self.store.alerts(limit=protocol.ALERT_SNAPSHOT_SIZE, symbols=wanted))
+        self._send(client, {"type": "snapshot", "channel": channel, "after": after, "data": data})
+
+    # --- resume (serving.replay's thread) ------------------------------------
+    def refuse_resume(self, client: Client, channel: str, symbols: list[str], message: str) -> None:
+        """A resume that cannot start: an `error`, then what a plain subscribe gives (`subscribed`, snapshot)."""
+        with self.lock:
+            client.resuming.discard(channel)
+            if client.id in self._clients and self._send(client, protocol.error(message)):
+                self._subscribe_now(client, channel, symbols)
+
+    def begin_replay(self, client: Client, channel: str, symbols: list[str], handoff: Handoff) -> bool:
+        """Subscribe `client` with its live messages of `channel` going to `handoff`, and queue `subscribed`;
+        False if the client is gone."""
+        with self.lock:
+            if client.id not in self._clients:
+                return False
+            self._replaying[channel][client.id] = (client, handoff)
+            client.subscriptions[channel].add(symbols)
+            return self._send(client, {"type": "subscribed", "channel": channel, "symbols": symbols})
+
+    def end_replay(self, client: Client, channel: str, handoff: Handoff) -> bool:
+        """Write what `handoff` still buffers and switch it to direct delivery, atomically with the fan-out;
+        False if the client is gone."""
+        with self.lock:
+            client.resuming.discard(channel)
+            entry = self._replaying[channel].get(client.id)
+            if entry is None or entry[1] is not handoff:
+                return False
+            with handoff.lock:
+                rest = handoff.go_direct()
+            if rest and not self._offer(client, b"".join(rest)):
+                return False
+            if handoff.settled(self.reached[channel]):
+                self._promote(client, channel)
+            return True
+
+    def abandon_replay(self, client: Client, channel: str, symbols: list[str], handoff: Handoff,
+                       message: str) -> None:
+        """A replay that cannot go on: drop its buffer, an `error`, then the snapshot of `symbols` and the
+        live stream."""
+        with self.lock:
+            client.resuming.discard(channel)
+            entry = self._replaying[channel].get(client.id)
+            if entry is None or entry[1] is not handoff:
                 return
-            data = (self.store.recent_alerts(protocol.ALERT_SNAPSHOT_SIZE) if wanted is None
-                    else self.store.alerts(limit=protocol.ALERT_SNAPSHOT_SIZE, symbols=wanted))
-            snapshot = {"type": "snapshot", "channel": channel, "data": data}
-            self._send(client, snapshot)
+            self._promote(client, channel)
+            if self._send(client, protocol.error(message)):
+                self._snapshot(client, channel, symbols)
+
+    def _promote(self, client: Client, channel: str) -> None:
+        """Move a resumed client from its hand-off into the subscription index."""
+        self._replaying[channel].pop(client.id, None)
+        self._reindex(client, channel)
+
+    def advance(self, reached: Mapping[tuple[str, int], int]) -> None:
+        """The feed has handled (channel, partition) up to these offsets; call under `lock` after the batch's
+        fan-out. Promotes the resumed clients whose hand-off has settled."""
+        for (channel, partition), offset in reached.items():
+            positions = self.reached[channel]
+            if offset > positions.get(partition, -1):
+                positions[partition] = offset
+        for channel, replaying in self._replaying.items():
+            if replaying:
+                settled = [client for client, handoff in replaying.values() if handoff.settled(self.reached[channel])]
+                for client in settled:
+                    self._promote(client, channel)
 
     def unsubscribe(self, client: Client, channel: str, symbols: list[str]) -> None:
         """Remove a subscription and confirm it."""
         with self.lock:
+            if channel in client.resuming:
+                self._send(client, protocol.error(f"a replay of {channel} is running: wait for its \"replayed\""))
+                return
             subscription = client.subscriptions[channel]
             if subscription.named_after_remove(symbols) > self.limits.max_symbols:
                 self._send(client, protocol.error(
@@ -233,13 +365,21 @@ class Hub:
             self._send(client, message)
 
     # --- fan-out (consumer thread) -----------------------------------------
-    def fan_out(self, fresh: list[tuple[str, str, bytes]]) -> int:
-        """Write each (channel, symbol, frame) to the clients that want it, in order; call under `lock`.
-        The number of messages handed to clients."""
+    def fan_out(self, fresh: list[Fresh]) -> int:
+        """Write each new version to the clients that want it, in order; call under `lock`.
+        The number of messages handed to clients (or to their hand-offs)."""
         started = time.perf_counter()
         sent = queued = 0
         wanted: dict[int, tuple[Client, list[bytes]]] = {}
-        for channel, symbol, frame in fresh:
+        # Per (client, channel): a client may resume both channels, each with its own hand-off.
+        resuming: dict[tuple[int, str], tuple[Client, Handoff, list[tuple[int | None, int | None, bytes]]]] = {}
+        for channel, symbol, frame, partition, offset in fresh:
+            replaying = self._replaying[channel]
+            if replaying:
+                for cid, (client, handoff) in replaying.items():
+                    if client.subscriptions[channel].matches(symbol):
+                        resuming.setdefault((cid, channel), (client, handoff, []))[2].append(
+                            (partition, offset, frame))
             for clients in (self._everyone[channel], self._named[channel].get(symbol)):
                 if not clients:
                     continue
@@ -251,13 +391,28 @@ class Hub:
                         wanted[cid] = (client, [frame])
                     else:
                         entry[1].append(frame)
+        for client, handoff, items in resuming.values():
+            now = handoff.live(items)
+            if now is None:
+                self.metrics.ws_overflows.inc()
+                self.evict(client, 1008, f"live messages waiting for the end of the replay passed "
+                                         f"{handoff.max_bytes} bytes: client too slow")
+                continue
+            if now:
+                # A client is in the index or resuming per channel, never both: what `wanted` holds for it
+                # already is another channel's.
+                entry = wanted.get(client.id)
+                if entry is None:
+                    wanted[client.id] = (client, now)
+                else:
+                    entry[1].extend(now)
         everything: bytes | None = None     # the whole batch, joined once for every client that wants it all
         for client, parts in wanted.values():
             if len(parts) == 1:
                 buffer = parts[0]
             elif len(parts) == len(fresh):
                 if everything is None:
-                    everything = b"".join(frame for _, _, frame in fresh)
+                    everything = b"".join(entry.frame for entry in fresh)
                 buffer = everything
             else:
                 buffer = b"".join(parts)

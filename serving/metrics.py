@@ -129,6 +129,15 @@ class Metrics:
         self.ws_refused = Counter("serving_websocket_refused",
                                   "WebSocket connections refused: origin (403) or full (1013)", ["reason"],
                                   registry=r)
+        self.ws_replays = Gauge("serving_websocket_replays", "Resuming subscribes replaying from Kafka now",
+                                registry=r)
+        self.ws_replayed = Counter("serving_websocket_replayed_messages",
+                                   "Messages sent by replays (not counting the live ones buffered meanwhile)",
+                                   registry=r)
+        self.ws_replay_ends = Counter(
+            "serving_websocket_replays_ended", "Replays by how they ended: done, busy (too many at once), "
+            "refused (the point is not retained or not in the topic), too_many (messages), failed (Kafka), gone "
+            "(the client left)", ["outcome"], registry=r)
         self.fanout = Histogram(
             "serving_fanout_seconds", "Time to hand one bar or alert to every subscribed WebSocket client",
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0), registry=r)

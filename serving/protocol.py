@@ -1,12 +1,14 @@
 """The WebSocket protocol of DESIGN.md §8 as plain functions, testable without a socket."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from market import codec
-from market.schema import SYMBOL_PATTERN
+from market.schema import MIN_EVENT_MS, SYMBOL_PATTERN
 
 CHANNEL_TRENDS = "trends"
 CHANNEL_ALERTS = "alerts"
@@ -15,6 +17,15 @@ ALL_SYMBOLS = "*"
 ACTIONS = ("subscribe", "unsubscribe", "ping")
 # Alerts sent in the snapshot that follows an alerts subscription.
 ALERT_SNAPSHOT_SIZE = 100
+# The `type` of a channel's live (and replayed) messages.
+MESSAGE_TYPES = {CHANNEL_TRENDS: "trend", CHANNEL_ALERTS: "alert"}
+_MESSAGE_HEADS = {channel: b'{"type":"' + kind.encode() + b'","partition":' for channel, kind in MESSAGE_TYPES.items()}
+# A resume point names at most this many partitions (the topics have 3): a bound on the work one message asks for.
+MAX_RESUME_PARTITIONS = 1024
+# How far ahead of this server's clock `since` may be: clocks differ a little, a time in the future is a mistake.
+SINCE_FUTURE_MS = 60_000
+_PARTITION_KEY = re.compile(r"[0-9]{1,9}")
+MAX_OFFSET = 2**63 - 1
 
 
 class ProtocolError(ValueError):
@@ -76,12 +87,26 @@ class Subscription:
 
 
 @dataclass(frozen=True)
+class ResumePoint:
+    """Where a resuming subscribe picks up (DESIGN.md §8); exactly one of the two is set.
+
+    `after`: partition -> the highest offset the client saw (-1: none), a partition not named
+    meaning from the oldest message the topic retains; `since`: epoch ms, compared with the
+    Kafka record timestamps.
+    """
+
+    after: Mapping[int, int] | None = None
+    since: int | None = None
+
+
+@dataclass(frozen=True)
 class Action:
-    """A validated client message."""
+    """A validated client message; `resume` only on a subscribe that resumes."""
 
     action: str
     channel: str | None = None
     symbols: tuple[str, ...] = ()
+    resume: ResumePoint | None = None
 
 
 def parse_symbols(value: Any) -> list[str]:
@@ -114,8 +139,51 @@ def parse_channel(value: Any) -> str:
     return value
 
 
-def parse_action(raw: str | bytes) -> Action:
-    """Validate one client message; raises ProtocolError with a message for the client."""
+def parse_after(value: Any) -> dict[int, int]:
+    """`"after": {"<partition>": offset, ...}` as {partition: offset}; raises ProtocolError on a bad one."""
+    if not isinstance(value, dict):
+        raise ProtocolError('"after" must be an object of partition: highest offset seen, like {"0": 41, "2": 7}')
+    if len(value) > MAX_RESUME_PARTITIONS:
+        raise ProtocolError(f'"after" names {len(value)} partitions (at most {MAX_RESUME_PARTITIONS})')
+    out: dict[int, int] = {}
+    for key, offset in value.items():
+        if not _PARTITION_KEY.fullmatch(key):
+            raise ProtocolError(f'"after": {key[:32]!r} is not a partition number ("0", "1", ...)')
+        if not isinstance(offset, int) or isinstance(offset, bool) or not -1 <= offset <= MAX_OFFSET:
+            raise ProtocolError(f'"after": the offset of partition {key} must be an integer >= -1 '
+                                f"(the highest offset seen), got {str(offset)[:32]}")
+        out[int(key)] = offset
+    return out
+
+
+def parse_since(value: Any, now_ms: int) -> int:
+    """`"since": <epoch ms>`; raises ProtocolError unless it is a time from 2000 to about now."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f'"since" must be epoch milliseconds (an integer), got {str(value)[:32]}')
+    if value < MIN_EVENT_MS:
+        raise ProtocolError(f'"since" {value} is before the year 2000: epoch milliseconds, not seconds?')
+    if value > now_ms + SINCE_FUTURE_MS:
+        raise ProtocolError(f'"since" {value} is in the future (this server\'s clock reads {now_ms})')
+    return value
+
+
+def parse_resume(message: Mapping[str, Any], now_ms: int) -> ResumePoint | None:
+    """The resume point of a subscribe message (`after` or `since`), None if it has neither."""
+    after, since = message.get("after"), message.get("since")
+    if after is not None and since is not None:
+        raise ProtocolError('give "after" or "since", not both')
+    if after is not None:
+        return ResumePoint(after=parse_after(after))
+    if since is not None:
+        return ResumePoint(since=parse_since(since, now_ms))
+    return None
+
+
+def parse_action(raw: str | bytes, now_ms: int | None = None) -> Action:
+    """Validate one client message; raises ProtocolError with a message for the client.
+
+    `now_ms` (default: the clock) bounds a `since`.
+    """
     try:
         message = codec.loads(raw)
     except codec.JSONDecodeError:
@@ -130,7 +198,12 @@ def parse_action(raw: str | bytes) -> Action:
     channel = parse_channel(message.get("channel"))
     # A subscribe without symbols means every symbol, the dashboard's usual case.
     symbols = parse_symbols(message.get("symbols", [ALL_SYMBOLS]))
-    return Action(action, channel, tuple(symbols))
+    if action == "unsubscribe":
+        if "after" in message or "since" in message:
+            raise ProtocolError('"after" and "since" belong to a subscribe')
+        return Action(action, channel, tuple(symbols))
+    resume = parse_resume(message, int(time.time() * 1000) if now_ms is None else now_ms)
+    return Action(action, channel, tuple(symbols), resume)
 
 
 def welcome(heartbeat_s: float) -> dict[str, Any]:
@@ -142,6 +215,26 @@ def welcome(heartbeat_s: float) -> dict[str, Any]:
 def error(message: str) -> dict[str, Any]:
     """An error message; the connection stays open unless the server says otherwise."""
     return {"type": "error", "message": message}
+
+
+def record_message(channel: str, partition: int | None, offset: int | None, data: bytes) -> bytes:
+    """A `trend` or `alert` message with the Kafka position it came from (null for a record that did not
+    come from Kafka), `data` the record's JSON: the same bytes live and replayed."""
+    if partition is None or offset is None:
+        return b'%snull,"offset":null,"data":%s}' % (_MESSAGE_HEADS[channel], data)
+    # One formatting: this runs for every bar version the feed pushes.
+    return b'%s%d,"offset":%d,"data":%s}' % (_MESSAGE_HEADS[channel], partition, offset, data)
+
+
+def replayed(channel: str, count: int, after: Mapping[int, int]) -> dict[str, Any]:
+    """The end of a replay: `count` messages were replayed; `after` the position per partition the client now
+    has everything up to (a resume point for the next reconnect)."""
+    return {"type": "replayed", "channel": channel, "count": count, "after": positions(after)}
+
+
+def positions(after: Mapping[int, int]) -> dict[str, int]:
+    """Positions per partition as the protocol writes them: {"<partition>": offset}."""
+    return {str(p): o for p, o in sorted(after.items())}
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -44,6 +44,14 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated Origins a browser may open /ws from: 'self' (the Host the request names), "
             "'localhost' (any port on localhost, 127.0.0.1, [::1]), exact origins like "
             "https://dash.example.com, or '*'"),
+    Setting("ws_replay_max_concurrent", mc.WS_REPLAY_MAX_CONCURRENT,
+            "resuming subscribes (\"after\"/\"since\") replaying from Kafka at once, each a consumer and a thread; "
+            "one more gets an error and a snapshot (0: resume off)", type=int),
+    Setting("ws_replay_max_messages", mc.WS_REPLAY_MAX_MESSAGES,
+            "messages one replay may send; past them it stops with an error and a snapshot", type=int),
+    Setting("ws_replay_buffer_bytes", mc.WS_REPLAY_BUFFER_BYTES,
+            "bytes of live messages a replaying client may have waiting for its replay to end before it is "
+            "closed with 1008", type=int),
     Setting("ws_heartbeat_s", mc.WS_HEARTBEAT_S, "seconds between heartbeat messages", type=float),
     Setting("ws_ping_interval_s", mc.WS_PING_INTERVAL_S,
             "seconds between WebSocket protocol pings (a client missing a pong is closed)", type=float),

@@ -15,6 +15,8 @@ from serving.feed import KafkaFeed
 from serving.hub import Hub, Limits
 from serving.latency import LatencyWindow
 from serving.metrics import Metrics
+from serving.protocol import CHANNEL_ALERTS, CHANNEL_TRENDS
+from serving.replay import ReplayLimits, Replays
 from serving.store import MarketStore
 from serving.updates import Updates
 
@@ -60,7 +62,7 @@ class Retention:
 
 @dataclass
 class ServingState:
-    """Everything one app instance owns; `feed` is None when CONSUME is off (tests feeding the hub)."""
+    """Everything one app instance owns; `feed` and `replays` are None when CONSUME is off (tests feeding the hub)."""
 
     store: MarketStore
     hub: Hub
@@ -71,6 +73,7 @@ class ServingState:
     retention: Retention
     latency: LatencyWindow
     window_ms: int = 60_000
+    replays: Replays | None = None
 
     @property
     def replayed(self) -> bool:
@@ -88,7 +91,9 @@ class ServingState:
         return "consumer disabled" if self.feed is None else self.feed.status
 
     def close(self) -> None:
-        """Stop the feed and retention threads and close the database."""
+        """Stop the feed, replay and retention threads and close the database."""
+        if self.replays is not None:
+            self.replays.stop()
         if self.feed is not None:
             self.feed.stop()
         self.retention.stop()
@@ -109,24 +114,29 @@ def init_app(app: Flask) -> ServingState:
     hub = Hub(store, metrics, Limits(queue_bytes=cfg["WS_QUEUE_BYTES"], close_grace_s=cfg["WS_CLOSE_GRACE_S"],
                                      max_clients=cfg["WS_MAX_CONNECTIONS"], max_symbols=cfg["WS_MAX_SYMBOLS"],
                                      message_rate=cfg["WS_MESSAGE_RATE"], message_burst=cfg["WS_MESSAGE_BURST"]))
-    updates = Updates(db, store, hub, metrics)
-    feed = None
+    topics = {CHANNEL_TRENDS: cfg["OUTPUT_TOPIC"], CHANNEL_ALERTS: cfg["ALERTS_TOPIC"]}
+    updates = Updates(db, store, hub, metrics, channels={topic: channel for channel, topic in topics.items()})
+    feed = replays = None
     if cfg["CONSUME"]:
+        security = kafka_security.from_mapping({name: cfg.get(env) for name, env in kafka_security.ENV.items()})
         # Re-read from a little before the open window's start: its EARLY panes are only in Kafka.
         now_ms = int(time.time() * 1000)
         feed = KafkaFeed(updates, metrics, cfg["KAFKA_BOOTSTRAP_SERVERS"], cfg["OUTPUT_TOPIC"],
-                         cfg["ALERTS_TOPIC"], cfg["HISTORY_HOURS"],
-                         security=kafka_security.from_mapping({name: cfg.get(env) for name, env in
-                                                               kafka_security.ENV.items()}),
+                         cfg["ALERTS_TOPIC"], cfg["HISTORY_HOURS"], security=security,
                          stored=db.offsets(), reread_ms=now_ms % window_ms + REREAD_MARGIN_MS,
                          dlq_topic=cfg["DLQ_TOPIC"])
+        replays = Replays(hub, metrics, cfg["KAFKA_BOOTSTRAP_SERVERS"], topics,
+                          ReplayLimits(max_concurrent=cfg["WS_REPLAY_MAX_CONCURRENT"],
+                                       max_messages=cfg["WS_REPLAY_MAX_MESSAGES"],
+                                       buffer_bytes=cfg["WS_REPLAY_BUFFER_BYTES"]), security)
+        hub.replays = replays
         feed.start()
     else:
         metrics.ready.set(1)
     retention = Retention(db, metrics, cfg["HISTORY_DAYS"])
     retention.start()
     serving_state = ServingState(store, hub, metrics, feed, updates, db, retention,
-                                 LatencyWindow(metrics.bar_latency), window_ms)
+                                 LatencyWindow(metrics.bar_latency), window_ms, replays)
     app.extensions[EXTENSION] = serving_state
     return serving_state
 

@@ -149,6 +149,20 @@ class Mailbox:
             self.grace = 0
             self._cond.notify_all()
 
+    def wait_below(self, max_pending: int, timeout: float) -> bool:
+        """Wait until at most `max_pending` bytes are waiting, or the mailbox is shut; False after `timeout` s.
+
+        For a writer that can wait (a replay) instead of overflowing the bound.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self.state is None and self.pending_bytes > max_pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
     def detach(self) -> None:
         """The writer thread is gone: nobody will finish a partial frame any more."""
         with self._cond:

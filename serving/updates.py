@@ -4,7 +4,9 @@ For each batch, in Kafka order:
   1. every record is encoded once (a record that cannot be encoded goes no further);
   2. under the hub's lock, each record is applied to the live state
      (serving.store: only a newer version of its window counts) and the new
-     versions are framed and fanned out to the WebSocket clients that want them;
+     versions are framed, with the Kafka position they came from, and fanned
+     out to the WebSocket clients that want them; the hub learns how far the
+     batch reached on each partition (resume points, serving.resume);
   3. its bars of record (final panes) and alerts join the pending group with
      the Kafka positions the batch reaches; the group goes to the database in
      one transaction (serving.database) once it holds GROUP_ROWS rows or is
@@ -24,13 +26,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from market import codec
 from serving import protocol
 from serving.database import BarDatabase, DeadLetterRow, Offsets
-from serving.hub import Hub
+from serving.hub import Fresh, Hub
 from serving.metrics import Metrics
 from serving.records import check_alert, check_bar
 from serving.store import MarketStore
@@ -48,19 +50,25 @@ DEAD_LETTERS = "dead_letters"   # the channel of an Update holding a DeadLetterR
 class Update(NamedTuple):
     """One checked record of a batch; `persist` False for a record the database already has (a re-read).
 
-    `record` is a bar or an alert (a dict), or a DeadLetterRow on channel DEAD_LETTERS.
+    `record` is a bar or an alert (a dict), or a DeadLetterRow on channel DEAD_LETTERS; `partition` and
+    `offset` its Kafka position (None for a record that did not come from Kafka).
     """
 
     channel: str
     record: Any
     persist: bool = True
+    partition: int | None = None
+    offset: int | None = None
 
 
 class Updates:
     """Applies batches to the database, the live state and the WebSocket clients, in that order."""
 
-    def __init__(self, db: BarDatabase, store: MarketStore, hub: Hub, metrics: Metrics) -> None:
+    def __init__(self, db: BarDatabase, store: MarketStore, hub: Hub, metrics: Metrics,
+                 channels: Mapping[str, str] | None = None) -> None:
+        """`channels`: topic -> the WebSocket channel its records go to (the feed's bars and alerts topics)."""
         self.db, self.store, self.hub, self.metrics = db, store, hub, metrics
+        self.channels = dict(channels or {})
         self._offsets_written = 0.0
         self._finals: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
@@ -95,27 +103,30 @@ class Updates:
             except Exception as exc:  # one record, whatever is wrong with it, must not stop the batch
                 self._failed(index, update, exc, on_error)
         with self.hub.lock:
-            fresh: list[tuple[str, str, bytes]] = []
+            fresh: list[Fresh] = []
             for index, update, data in encoded:
                 record = update.record
                 try:
                     if update.channel == protocol.CHANNEL_TRENDS:
                         kept = self.store.apply_bar(record, data)
-                        frame = text_frame(b'{"type":"trend","data":' + data + b"}")
                     else:
                         kept = self.store.apply_alert(record)
-                        frame = text_frame(b'{"type":"alert","data":' + data + b"}")
                     symbol = record["symbol"].upper()
                 except Exception as exc:
                     self._failed(index, update, exc, on_error)
                     continue
                 if kept:
-                    fresh.append((update.channel, symbol, frame))
+                    frame = text_frame(protocol.record_message(update.channel, update.partition, update.offset, data))
+                    fresh.append(Fresh(update.channel, symbol, frame, update.partition, update.offset))
             if fresh:
                 sent = self.hub.fan_out(fresh)
                 if sent and received is not None:
                     # Kafka receipt to the last client's socket (or its mailbox, for a client behind).
                     self.metrics.latency_to_websocket.observe(time.time() - received)
+            if offsets and self.channels:
+                # Every record of the batch is handled now, skipped ones too: the next offset less one.
+                self.hub.advance({(self.channels[topic], partition): following - 1
+                                  for (topic, partition), following in offsets.items() if topic in self.channels})
         for _, update, _ in encoded:
             if update.persist:
                 if update.channel == protocol.CHANNEL_ALERTS:
