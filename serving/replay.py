@@ -65,7 +65,8 @@ class Gone(Exception):
 
 
 class Abandoned(Exception):
-    """The replay cannot go on; the message is for the client, the outcome a label of serving_websocket_replays_ended."""
+    """The replay cannot go on; the message is for the client, the outcome a label of
+    serving_websocket_replays_ended."""
 
     def __init__(self, message: str, outcome: str) -> None:
         super().__init__(message)

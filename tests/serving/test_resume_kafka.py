@@ -32,8 +32,9 @@ from serving.updates import Update, Updates
 from tests.serving.conftest import LiveServer
 from tests.serving.samples import alert, bar
 from tests.serving.test_fanout import messages
-from tests.serving.test_kafka_integration import BASE, get, publish, serving_config, wait_for
+from tests.serving.test_kafka_integration import BASE, get, publish, serving_config
 from tests.serving.test_websocket import close_code, recv, send
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,8 @@ class Publisher(threading.Thread):
                 if pane == 9:
                     symbol = SYMBOLS[minute % len(SYMBOLS)]
                     producer.produce(self.topics.alerts, key=symbol.encode(),
-                                     value=codec.dumps(alert(symbol, minute, base_ms=BASE)), on_delivery=self._delivered)
+                                     value=codec.dumps(alert(symbol, minute, base_ms=BASE)),
+                                     on_delivery=self._delivered)
                 producer.poll(0)
                 time.sleep(self.pause_s)
         except BaseException as exc:  # reported by the test
@@ -264,14 +266,14 @@ def test_clients_that_resume_end_with_exactly_the_messages_of_one_that_never_lef
                 out[ch] = (len(want - have), sorted(want - have)[:3], len(have - want))
         return out
 
-    deadline = time.monotonic() + 30
-    while any(missing(r, e) for r, e in ((a, every), (b, mine), (c, every))) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    lacking = {r.mode: missing(r, e) for r, e in ((a, every), (b, mine), (c, every))}
-    assert not any(lacking.values()), (f"seed {seed}", lacking, [r.error for r in (a, b, c)],
-                                       [len(r.connections) for r in (a, b, c)],
-                                       [m for r in (b, c) for conn in r.connections for m in conn["messages"]
-                                        if m["type"] == "error"][:2])
+    def lacking() -> dict[str | None, Any]:
+        return {r.mode: missing(r, e) for r, e in ((a, every), (b, mine), (c, every))}
+    def why() -> str:
+        errors = [m for r in (b, c) for conn in r.connections for m in conn["messages"] if m["type"] == "error"]
+        return (f"every message at every client (seed {seed}); lacking per client (missing, first missing, "
+                f"extra): {lacking()}; reader errors {[r.error for r in (a, b, c)]}; connections "
+                f"{[len(r.connections) for r in (a, b, c)]}; errors sent {errors[:2]}")
+    wait_for(lambda: not any(lacking().values()), 30, why)
     for reader in (a, b, c):
         reader.done.set()
         reader.join(10)
@@ -391,13 +393,13 @@ def test_the_hand_off_is_exact_whichever_of_feed_and_replay_is_ahead(
             wait_for(lambda: client.mailbox.pending_bytes > 4 * 1024, 10, "the replay filling the mailbox")
             parts.feed(200)
             assert handoff.first_live, "the live stream buffered nothing: the case is not exercised"
-        wait_for(lambda: any(m["type"] == "replayed" for m in drain(client, got)), 20, "replayed")
+        wait_for(lambda: any(m["type"] == "replayed" for m in drain(client, got)), 20, "replayed", poll_s=0.02)
         if not feed_during_replay:
             assert client.id in parts.hub._replaying["trends"]    # handed over, not settled: the feed is behind
             parts.feed(200)
         # The buffer goes to the client as it reads; then the hand-off settles (the feed is past the replay).
         wait_for(lambda: drain(client, got) is not None and client.id not in parts.hub._replaying["trends"],
-                 10, "the hand-off settled")
+                 10, "the hand-off settled", poll_s=0.02)
         publish(topics.bootstrap, topics.trends, [bar("AAPL", 99, 1.0, base_ms=BASE)])   # and one live bar after
         parts.feed(1)
         drain(client, got)
@@ -431,7 +433,8 @@ def publish_noting(bootstrap: str, topic: str, records: list[dict[str, Any]]) ->
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
     for record in records:
         producer.produce(topic, key=record["symbol"].encode(), value=codec.dumps(record),
-                         on_delivery=lambda err, msg: landed.append((msg.partition(), msg.offset(), msg.key().decode())))
+                         on_delivery=lambda err, msg: landed.append((msg.partition(), msg.offset(),
+                                                                     msg.key().decode())))
     assert producer.flush(10) == 0
     return landed
 
