@@ -25,7 +25,6 @@ A benchmark, not a test: it prints numbers and asserts nothing.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import threading
 import time
@@ -36,7 +35,8 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from tests.e2e.live import TopicSet
+from benchmarks.stats import percentile
+from runners.topics import TopicSet
 from tests.e2e.pipeline_process import PipelineProcess
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
@@ -128,10 +128,6 @@ def dead_letter_count(bootstrap: str, topic: str) -> int:
                    (consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions))
     finally:
         consumer.close()
-
-
-def percentile(values: list[int], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else float("nan")
 
 
 def drain(count: int, producer: Producer, topic: str, published: Published, progress: Progress,

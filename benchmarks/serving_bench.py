@@ -52,6 +52,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
+from benchmarks.stats import percentile
 from market import codec, config
 from market.settings import BOOTSTRAP_SERVERS
 from runners import topics
@@ -61,14 +62,6 @@ from tests.serving.samples import bar
 ROOT = Path(__file__).resolve().parents[1]
 
 SYMBOLS = [f"SYM{i:02d}" for i in range(20)]
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) by nearest rank."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -157,7 +150,7 @@ def bench_rest(port: int, concurrency: int, seconds: float) -> dict[str, float]:
         t.join()
     elapsed = time.monotonic() - began
     return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
-            "p50_ms": percentile(latencies, 0.50) * 1000, "p99_ms": percentile(latencies, 0.99) * 1000}
+            "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
 
 
 class FeedClient(asyncio.Protocol):
@@ -289,7 +282,7 @@ async def bench_fanout(port: int, worker: int, producer: Producer, trends: str, 
             p.transport.close()
     return {"clients": clients, "delivered": len(delays), "expected": clients * bars,
             "closed_1008": sum(1 for p in protocols if p.close_code == 1008),
-            "p50_ms": percentile(delays, 0.50) * 1000, "p99_ms": percentile(delays, 0.99) * 1000,
+            "p50_ms": percentile(delays, 50) * 1000, "p99_ms": percentile(delays, 99) * 1000,
             "max_ms": max(delays) * 1000 if delays else float("nan"), "server_cpu": server_cpu,
             "client_cpu": client_cpu, "queued": queued, "fanout_ms": fanout_ms}
 
@@ -559,8 +552,8 @@ def bench_universe(args: argparse.Namespace) -> int:
           f"({cpu / elapsed * 100:.0f}% of a core)")
     for path, values in latencies.items():
         total, within = server_share_within(before, final, path, "0.05")
-        print(f"REST  {path}: {len(values)} requests, p50 {percentile(values, 0.5) * 1000:.1f} ms, "
-              f"p99 {percentile(values, 0.99) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms (client side); "
+        print(f"REST  {path}: {len(values)} requests, p50 {percentile(values, 50) * 1000:.1f} ms, "
+              f"p99 {percentile(values, 99) * 1000:.1f} ms, max {max(values) * 1000:.1f} ms (client side); "
               f"server side {within * 100:.1f}% within 50 ms")
     print(f"REST  non-200 answers: {len(errors)}")
     every = [n for n, _ in clients[:args.ws_all]]
@@ -656,7 +649,7 @@ def bench_store(args: argparse.Namespace) -> int:
                 th.join()
             print(f"REST  ?interval={name}: {len(latencies)} requests in {args.rest_seconds:g} s "
                   f"({len(latencies) / args.rest_seconds:.0f}/s, {args.rest_concurrency} clients), "
-                  f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms",
+                  f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms",
                   flush=True)
         print(f"resident memory after the queries {rss_mb(server.worker):.0f} MB; load average {os.getloadavg()[0]:.1f}")
     finally:

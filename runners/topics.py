@@ -7,6 +7,7 @@ broker here; a production cluster creates its topics itself).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -59,3 +60,42 @@ def delete_topics(bootstrap: str, names: Iterable[str], security: KafkaSecurity 
             future.result()
         except Exception:  # already gone, or the broker is: nothing of anyone else's is touched
             pass
+
+
+@dataclass(frozen=True)
+class TopicSet:
+    """The four topics of one pipeline (DESIGN.md §2), named `<default name>_<suffix>`, for a test or a run."""
+
+    ticks: str
+    trends: str
+    alerts: str
+    dlq: str
+
+    @classmethod
+    def named(cls, suffix: str, ticks: str | None = None) -> "TopicSet":
+        """The names only; `ticks` names an input topic of the caller's instead."""
+        names = [f"{spec.name}_{suffix}" for spec in config.TOPICS]
+        return cls(ticks or names[0], *names[1:])
+
+    @classmethod
+    def create(cls, bootstrap: str, suffix: str, ticks: str | None = None,
+               configs: Mapping[str, Mapping[str, str]] | None = None) -> "TopicSet":
+        """Create the set (but the caller's `ticks` topic, if given); `configs` by role ("trends": {...})."""
+        topics = cls.named(suffix, ticks)
+        by_role = {"ticks": (topics.ticks, config.TICKS), "trends": (topics.trends, config.TRENDS),
+                   "alerts": (topics.alerts, config.ALERTS), "dlq": (topics.dlq, config.DLQ)}
+        wanted = {role: named for role, named in by_role.items() if not (role == "ticks" and ticks)}
+        create_topics(bootstrap, {name: spec.partitions for name, spec in wanted.values()},
+                      {wanted[role][0]: conf for role, conf in (configs or {}).items() if role in wanted})
+        return topics
+
+    def outputs(self) -> list[str]:
+        return [self.trends, self.alerts, self.dlq]
+
+    def pipeline_args(self) -> list[str]:
+        """The pipeline's topic flags for this set."""
+        return [f"--input_topic={self.ticks}", f"--output_topic={self.trends}",
+                f"--alerts_topic={self.alerts}", f"--dlq_topic={self.dlq}"]
+
+    def delete(self, bootstrap: str) -> None:
+        delete_topics(bootstrap, [self.ticks, *self.outputs()])

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.e2e.live import TopicSet
+from runners.topics import TopicSet
 
 
 @pytest.fixture

@@ -2,87 +2,54 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
-from market import config
-from runners import topics
+from runners.readers import TopicReader
+from runners.topics import TopicSet
 from runners.wait import wait_until
 from tests.reference import Batch
 
 
-@dataclass
-class TopicSet:
-    """Unique input/output topics with the partition counts of DESIGN.md §2."""
-
-    ticks: str
-    trends: str
-    alerts: str
-    dlq: str
-
-    @classmethod
-    def create(cls, bootstrap: str, suffix: str) -> "TopicSet":
-        topics.create_market_topics(bootstrap, suffix=f"_{suffix}")
-        return cls(*(f"{spec.name}_{suffix}" for spec in config.TOPICS))
-
-    def pipeline_args(self) -> list[str]:
-        return [f"--input_topic={self.ticks}", f"--output_topic={self.trends}",
-                f"--alerts_topic={self.alerts}", f"--dlq_topic={self.dlq}"]
-
-    def delete(self, bootstrap: str) -> None:
-        topics.delete_topics(bootstrap, [self.ticks, self.trends, self.alerts, self.dlq])
-
-
-class Collector:
-    """Reads the three output topics from the beginning in a background thread."""
+class Collector(TopicReader):
+    """Reads the three output topics of `topics` from the beginning in a background thread (runners/readers.py)."""
 
     def __init__(self, bootstrap: str, topics: TopicSet) -> None:
-        self.topics = topics
+        self.topics_set = topics
         self.bars: list[dict] = []
         self.bar_received_ms: list[int] = []   # wall clock when each bar was read, parallel to bars
         self.alerts: list[dict] = []
         self.dead_letters: list[tuple[bytes | None, dict]] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"collect-{topics.ticks}",
-                                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        self._consumer.subscribe([topics.trends, topics.alerts, topics.dlq])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(bootstrap, topics.outputs(), f"collect-{topics.ticks}", batch=500, timeout_s=0.2)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            value = orjson.loads(msg.value())
-            with self._lock:
-                if msg.topic() == self.topics.trends:
+    def _handle(self, msgs: list) -> None:
+        received = int(time.time() * 1000)
+        with self.lock:
+            for msg in msgs:
+                if msg.error():
+                    continue
+                value = orjson.loads(msg.value())
+                if msg.topic() == self.topics_set.trends:
                     assert msg.key() == value["symbol"].encode()
                     self.bars.append(value)
-                    self.bar_received_ms.append(int(time.time() * 1000))
-                elif msg.topic() == self.topics.alerts:
+                    self.bar_received_ms.append(received)
+                elif msg.topic() == self.topics_set.alerts:
                     assert msg.key() == value["symbol"].encode()
                     self.alerts.append(value)
                 else:
                     self.dead_letters.append((msg.key(), value))
+        return None
 
     def snapshot(self) -> tuple[list, list, list]:
-        with self._lock:
+        with self.lock:
             return list(self.bars), list(self.alerts), list(self.dead_letters)
 
     def wait_for(self, predicate, timeout_s: float, poll_s: float = 0.5) -> bool:
         """True once `predicate(bars, alerts, dead_letters)` holds within `timeout_s` (the caller says what failed)."""
         return bool(wait_until(lambda: predicate(*self.snapshot()), timeout_s, poll_s))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._consumer.close()
 
 
 def final_bars(bars: list[dict]) -> dict[tuple[str, int], dict]:

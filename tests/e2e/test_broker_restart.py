@@ -35,7 +35,8 @@ from confluent_kafka import Consumer, TopicPartition
 from runners import wait as runner_wait
 from runners.local import kafka, paths, process
 from runners.ports import free_port
-from tests.e2e.live import Collector, TopicSet, final_bars
+from runners.topics import TopicSet
+from tests.e2e.live import Collector, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
 from tests.waiting import seconds_until
 
@@ -140,7 +141,8 @@ def test_broker_killed_and_restarted_under_load(own_broker, tmp_path):
 
         os.kill(process.read_pid(own_broker.name), signal.SIGKILL)
         down_at = time.monotonic()
-        not_ready_after = seconds_until(lambda: readyz(serving_port) == 503, OUTAGE_S, "/readyz 503 with the broker down")
+        not_ready_after = seconds_until(lambda: readyz(serving_port) == 503, OUTAGE_S,
+                                        "/readyz 503 with the broker down")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         kafka.start(broker=own_broker)
         up_at = time.monotonic()

@@ -20,8 +20,9 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from runners.topics import TopicSet
 from tests import reference
-from tests.e2e.live import Collector, RandomWalk, TickScript, TopicSet, final_bars
+from tests.e2e.live import Collector, RandomWalk, TickScript, final_bars
 from tests.e2e.pipeline_process import PipelineProcess
 from tests.waiting import wait_for
 
