@@ -76,14 +76,14 @@ WS_HEARTBEAT_S = 15
 REST_DEFAULT_LIMIT = 100
 REST_MAX_LIMIT = 1000
 
-# Limits for hostile or broken WebSocket clients (issue 13); docs/serving.md explains each.
+# Limits for hostile or broken WebSocket clients; docs/serving.md explains each.
 WS_QUEUE_BYTES = 1024 * 1024
 WS_MAX_CONNECTIONS = 1000      # below gunicorn's --threads (1100), which also serve REST
 WS_MAX_SYMBOLS = 1000
 WS_MESSAGE_RATE = 20.0
 WS_MESSAGE_BURST = 40
 WS_ALLOWED_ORIGINS = "self,localhost"
-# Gap-free resume (DESIGN.md §8, issue 20): each replay is a Kafka consumer and a thread; docs/serving.md.
+# Gap-free resume (DESIGN.md §8): each replay is a Kafka consumer and a thread; docs/serving.md.
 WS_REPLAY_MAX_CONCURRENT = 4
 WS_REPLAY_MAX_MESSAGES = 100_000
 WS_REPLAY_BUFFER_BYTES = 8 * 1024 * 1024
@@ -92,7 +92,7 @@ LOG_LEVEL = "INFO"
 
 
 
-# --- Serving WebSocket transport (issue 7) -----------------------------------
+# --- Serving WebSocket transport -------------------------------------------
 # Protocol pings find dead peers; the send buffer is kept small so a slow
 # client overflows its bounded queue instead of hiding in kernel memory.
 WS_PING_INTERVAL_S = 25

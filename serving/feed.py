@@ -56,7 +56,7 @@ def consumer_config(bootstrap_servers: str, security: KafkaSecurity | None = Non
         # Serve a new bar within tens of ms even on a quiet topic.
         "fetch.wait.max.ms": 100,
         # librdkafka prefetches up to 64 MiB by default, which a flood of large dead letters fills whenever
-        # the store falls behind; 16 MiB is still seconds of bars at 10,000 a second (issue 20).
+        # the store falls behind; 16 MiB is still seconds of bars at 10,000 a second.
         "queued.max.messages.kbytes": 16 * 1024,
         "reconnect.backoff.ms": 200,
         "reconnect.backoff.max.ms": 2000,

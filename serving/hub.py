@@ -116,7 +116,7 @@ class Hub:
         self._clients: dict[int, Client] = {}
         # The subscription index: per channel, the clients subscribed to "*"
         # and, per named symbol, the clients that named it. A message costs
-        # the clients that want it, not a scan of every client (issue 18).
+        # the clients that want it, not a scan of every client.
         self._everyone: dict[str, dict[int, Client]] = {ch: {} for ch in protocol.CHANNELS}
         self._named: dict[str, dict[str, dict[int, Client]]] = {ch: {} for ch in protocol.CHANNELS}
         # Clients resuming a channel, outside the index until their hand-off settles (serving.resume).

@@ -49,7 +49,7 @@ class HopHistogram(Collector):
 
     prometheus_client's Histogram.observe costs ~1.7 us (a lock and a walk
     over the buckets): three per bar added a quarter to the consumer thread's
-    ~20 us a bar (issue 18). Here a batch's values are bucketed by bisect
+    ~20 us a bar at market scale. Here a batch's values are bucketed by bisect
     under one lock; /metrics shows a plain histogram (`_bucket`, `_sum`, `_count`).
     """
 

@@ -6,7 +6,7 @@ it joins the socket's `Mailbox`, bounded in bytes, which the client's own
 thread drains (`pump`) with blocking writes. Every frame of a socket,
 simple-websocket's pings and close replies included (`SharedSocket`), is
 written by whoever holds that socket's one write token, so frames never
-interleave on the wire (issue 13).
+interleave on the wire.
 """
 from __future__ import annotations
 
@@ -212,7 +212,7 @@ class SharedSocket:
 
     simple-websocket writes pings, pong replies and close frames from its own
     thread with `sock.send`; without this they could land in the middle of a
-    frame the hub is writing (issue 13).
+    frame the hub is writing.
     """
 
     def __init__(self, sock: socket.socket, mailbox: Mailbox, write_timeout: float) -> None:

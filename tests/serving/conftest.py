@@ -72,6 +72,11 @@ class LiveServer:
     def state(self) -> ServingState:
         return serving_of(self.app)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """A sample of the app's Prometheus registry, as /metrics shows it (0 before it is first counted)."""
+        value = self.state.metrics.registry.get_sample_value(name, labels or None)
+        return 0.0 if value is None else value
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -12,6 +12,7 @@ import websocket  # websocket-client
 from market import codec
 from tests.serving.conftest import LiveServer
 from tests.serving.samples import BASE_MS, alert, bar
+from tests.waiting import wait_for
 
 
 def connect(server: LiveServer, query: str = "", **kwargs: Any) -> websocket.WebSocket:
@@ -196,7 +197,7 @@ def test_slow_client_closed_1008_fast_client_unaffected(live_server: Callable[..
     for ws in (slow, fast):     # welcome, subscribed, snapshot: both are registered
         for _ in range(3):
             recv(ws)
-    assert server.state.metrics.ws_clients._value.get() == 2
+    assert server.metric("serving_websocket_clients") == 2
     total = 600
     received: list[float] = []
 
@@ -227,21 +228,18 @@ def test_slow_client_closed_1008_fast_client_unaffected(live_server: Callable[..
             types.append(codec.loads(data)["type"])
     assert types[-1] == "error"
     assert 0 < types.count("trend") < total
-    assert server.state.metrics.ws_overflows._value.get() == 1
+    assert server.metric("serving_websocket_overflows_total") == 1
     fast.close()
 
 
 def test_unread_slow_client_is_cut_after_grace(live_server: Callable[..., LiveServer]) -> None:
     server = live_server({"WS_QUEUE_BYTES": 5_000, "WS_SEND_BUFFER_BYTES": 4096, "WS_CLOSE_GRACE_S": 0.5})
     slow = connect(server, "?channel=trends&symbols=*", sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),))
-    time.sleep(0.2)
+    wait_for(lambda: server.metric("serving_websocket_clients") == 1, 5, "the client registered")
     for minute in range(300):
         server.state.updates.publish_bar(bar("AAPL", minute, 1.0 + minute, note="x" * 400))
     # The server thread blocked in send() is released by the cut; the connection then ends.
-    deadline = time.monotonic() + 5
-    while server.state.metrics.ws_clients._value.get() != 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.state.metrics.ws_clients._value.get() == 0
+    wait_for(lambda: server.metric("serving_websocket_clients") == 0, 5, "the unread client cut", poll_s=0.05)
     with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError, OSError)):
         slow.settimeout(5)
         while True:

@@ -1,4 +1,4 @@
-"""WebSocket limits against a live server (issue 13): Origin, connections, symbols, message rate,
+"""WebSocket limits against a live server: Origin, connections, symbols, message rate,
 byte-bounded mailboxes, O(n) subscribe lists, and frames never interleaved with protocol pings."""
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def handshake_status(server: LiveServer, **kwargs: Any) -> int:
 
 
 def refused(server: LiveServer, reason: str) -> float:
-    return server.state.metrics.ws_refused.labels(reason)._value.get()
+    return server.metric("serving_websocket_refused_total", reason=reason)
 
 
 def test_origin_allow_list_default_same_origin_and_localhost(live_server: Callable[..., LiveServer]) -> None:
@@ -123,7 +123,7 @@ def test_message_rate_limit_closes_a_flooding_client_only(live_server: Callable[
     assert [r["type"] for r in replies[:5]] == ["pong"] * 5
     assert replies[-1]["type"] == "error" and "rate limit" in replies[-1]["message"]
     assert len(replies) < 10
-    assert server.state.metrics.ws_rate_limited._value.get() == 1
+    assert server.metric("serving_websocket_rate_limited_total") == 1
     for _ in range(8):                                  # 4/s: within 5/s
         send(calm, {"action": "ping"})
         assert recv(calm) == {"type": "pong"}
@@ -143,7 +143,7 @@ def test_mailbox_is_bounded_in_bytes(live_server: Callable[..., LiveServer]) -> 
     for minute in range(40):     # nobody reads: everything beyond the kernel buffers waits in the mailbox
         server.state.updates.publish_bar(bar("BIG", minute, 1.0 + minute, note="x" * 2000))
         server.state.updates.publish_bar(bar("SMALL", minute, 1.0 + minute))
-    assert hub.client_count() == 1 and server.state.metrics.ws_overflows._value.get() == 1
+    assert hub.client_count() == 1 and server.metric("serving_websocket_overflows_total") == 1
     types = []
     while True:
         opcode, data = big.recv_data(control_frame=True)
