@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from market import kafka_security
 from pipelines import kafka_io, preflight
-from pipelines.options import MarketOptions, command_line
+from pipelines.options import MarketOptions, command_line, runner_name
 from transforms import MarketAnalytics
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def run(argv: list[str] | None = None, expansion_service=None) -> beam.runners.r
     """
     options = PipelineOptions(sys.argv[1:] if argv is None else argv)
     options.view_as(StandardOptions).streaming = True
-    if not options.view_as(TestOptions).dry_run and "Dataflow" not in str(options.view_as(StandardOptions).runner):
+    if not options.view_as(TestOptions).dry_run and runner_name(options) != "dataflow":
         # Dataflow's workers reach brokers this machine may not: no check there.
         preflight.check_kafka(options.view_as(MarketOptions))
     pipeline = beam.Pipeline(options=options)

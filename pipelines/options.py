@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from market import config, kafka_security, settings
 from market.settings import Setting
@@ -68,6 +68,13 @@ class MarketOptions(PipelineOptions):
         # clients are built, so a password from KAFKA_SASL_PASSWORD never lands
         # in the pipeline options shipped to the runner.
         kafka_security.add_arguments(parser)
+
+
+def runner_name(options: PipelineOptions) -> str:
+    """The runner `options` name, normalised: "flink", "dataflow", "direct", ... (Beam accepts
+    `FlinkRunner`, `flink`, a dotted class path; unset is Beam's DirectRunner)."""
+    name = str(options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1].lower()
+    return name.removesuffix("runner") or name
 
 
 def command_line(prog: str, description: str | None = None) -> argparse.ArgumentParser:
