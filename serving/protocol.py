@@ -26,6 +26,8 @@ MAX_RESUME_PARTITIONS = 1024
 SINCE_FUTURE_MS = 60_000
 _PARTITION_KEY = re.compile(r"[0-9]{1,9}")
 MAX_OFFSET = 2**63 - 1
+# An integer as the query string writes it (`after=0:41`, `since=1764063000000`); its range is checked after.
+_QUERY_INTEGER = re.compile(r"-?[0-9]{1,19}")
 
 
 class ProtocolError(ValueError):
@@ -204,6 +206,65 @@ def parse_action(raw: str | bytes, now_ms: int | None = None) -> Action:
         return Action(action, channel, tuple(symbols))
     resume = parse_resume(message, int(time.time() * 1000) if now_ms is None else now_ms)
     return Action(action, channel, tuple(symbols), resume)
+
+
+def _query_value(query: Mapping[str, list[str]], name: str) -> str | None:
+    """The one value of `name` in the query string (None if absent); a second one is refused, not ignored."""
+    values = query.get(name) or []
+    if len(values) > 1:
+        raise ProtocolError(f'"{name}" is given {len(values)} times in the query string')
+    return values[0] if values else None
+
+
+def parse_query_after(text: str) -> dict[int, int]:
+    """`after=0:41,2:7` (partition:highest offset seen, `after=` naming none) as {partition: offset}, by the
+    rules of `parse_after`; raises ProtocolError on a bad one."""
+    pairs: dict[str, int] = {}
+    items = [item.strip() for item in text.split(",")] if text.strip() else []
+    if len(items) > MAX_RESUME_PARTITIONS:
+        raise ProtocolError(f'"after" names {len(items)} partitions (at most {MAX_RESUME_PARTITIONS})')
+    for item in items:
+        partition, colon, offset = item.partition(":")
+        if not colon or not _QUERY_INTEGER.fullmatch(offset):
+            raise ProtocolError(f'"after": {item[:32]!r} is not partition:offset (after=0:41,2:7)')
+        pairs[partition] = int(offset)
+    after = parse_after(pairs)
+    if len(after) != len(items):
+        raise ProtocolError('"after" names a partition twice')
+    return after
+
+
+def parse_query(query: Mapping[str, list[str]], now_ms: int | None = None) -> list[Action]:
+    """The subscribes `/ws?channel=trends,alerts&symbols=AAPL&after=0:41|since=<ms>` asks for at connect time
+    (`query`: each parameter's values, in order), with the rules of the message form; raises ProtocolError,
+    and then nothing is to be subscribed.
+
+    No `channel`: none. `symbols` defaults to "*". `since` resumes every channel named; `after` names offsets
+    of one topic, so it takes one channel.
+    """
+    after_text, since_text = _query_value(query, "after"), _query_value(query, "since")
+    channels_text = (query.get("channel") or [""])[0]
+    if not channels_text:
+        if after_text is not None or since_text is not None:
+            raise ProtocolError('"after" and "since" resume a channel: name it (channel=trends)')
+        return []
+    # A dict: each channel once, in the order named.
+    channels = list({parse_channel(name.strip()): None for name in channels_text.split(",")})
+    symbols = tuple(parse_symbols((query.get("symbols") or [ALL_SYMBOLS])[0]))
+    resume = None
+    if after_text is not None and since_text is not None:
+        raise ProtocolError('give "after" or "since", not both')
+    if after_text is not None:
+        if len(channels) > 1:
+            raise ProtocolError('"after" in the query string names offsets of one channel\'s topic: give one '
+                                'channel, or subscribe by message with an "after" per channel')
+        resume = ResumePoint(after=parse_query_after(after_text))
+    elif since_text is not None:
+        if not _QUERY_INTEGER.fullmatch(since_text):
+            raise ProtocolError(f'"since" must be epoch milliseconds (an integer), got {since_text[:32]!r}')
+        resume = ResumePoint(since=parse_since(int(since_text),
+                                               int(time.time() * 1000) if now_ms is None else now_ms))
+    return [Action("subscribe", channel, symbols, resume) for channel in channels]
 
 
 def welcome(heartbeat_s: float) -> dict[str, Any]:

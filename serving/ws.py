@@ -22,16 +22,16 @@ TRY_AGAIN_LATER = 1013   # RFC 6455 close code registry: the server is overloade
 
 
 def _subscribe_from_query(hub: Hub, client: Client, args: Any) -> None:
-    """`/ws?channel=trends&symbols=AAPL,MSFT` subscribes at connect time (symbols default to *)."""
-    channels = args.get("channel")
-    if not channels:
-        return
+    """`/ws?channel=trends&symbols=AAPL,MSFT` (optionally `&after=0:41,2:7` or `&since=<epoch ms>`) subscribes
+    at connect time, as the same subscribe messages would; a bad query string is an `error` and subscribes
+    nothing."""
     try:
-        symbols = protocol.parse_symbols(args.get("symbols", protocol.ALL_SYMBOLS))
-        for channel in channels.split(","):
-            hub.subscribe(client, protocol.parse_channel(channel.strip()), symbols)
+        actions = protocol.parse_query(args.to_dict(flat=False))
     except protocol.ProtocolError as exc:
-        hub.send(client, protocol.error(str(exc)))
+        hub.send(client, protocol.error(f"query string: {exc}"))
+        return
+    for action in actions:
+        hub.subscribe(client, action.channel or "", list(action.symbols), action.resume)
 
 
 def _read(ws: Any, hub: Hub, client: Client) -> None:

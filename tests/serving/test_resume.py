@@ -4,6 +4,7 @@ without Kafka answering a resume with an error and a snapshot."""
 from __future__ import annotations
 
 import random
+from urllib.parse import parse_qs
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,50 @@ def test_subscribe_with_after_or_since() -> None:
 def test_bad_resume_points_are_refused_with_a_reason(extra: dict[str, Any], words: str) -> None:
     with pytest.raises(ProtocolError, match=words):
         parse({"action": "subscribe", "channel": "trends", "symbols": ["AAPL"], **extra})
+
+
+def query(text: str) -> list[protocol.Action]:
+    """The subscribes of `/ws?<text>`, its parameters read as the handler reads them (each name's values)."""
+    return protocol.parse_query(parse_qs(text, keep_blank_values=True), now_ms=NOW_MS)
+
+
+def test_the_query_string_resumes_with_after_or_since() -> None:
+    assert query("channel=trends&symbols=AAPL,msft&after=0:123,2:-1") == [protocol.Action(
+        "subscribe", "trends", ("AAPL", "MSFT"), ResumePoint(after={0: 123, 2: -1}))]
+    assert query("channel=alerts&after=") == [protocol.Action("subscribe", "alerts", ("*",), ResumePoint(after={}))]
+    since = ResumePoint(since=NOW_MS - 5000)
+    assert query(f"channel=trends,alerts&since={NOW_MS - 5000}") == [
+        protocol.Action("subscribe", "trends", ("*",), since), protocol.Action("subscribe", "alerts", ("*",), since)]
+    assert query("channel=trends,trends") == [protocol.Action("subscribe", "trends", ("*",))]
+    assert query("") == [] and query("symbols=AAPL") == []
+
+
+@pytest.mark.parametrize("text, words", [
+    ("channel=trends,alerts&after=0:1", "one channel"),
+    ("after=0:1", "name it"),
+    (f"since={NOW_MS}", "name it"),
+    ("channel=trends&after=0", "not partition:offset"),
+    ("channel=trends&after=0:x", "not partition:offset"),
+    ("channel=trends&after=0:1.5", "not partition:offset"),
+    ("channel=trends&after=0:1:2", "not partition:offset"),
+    ("channel=trends&after=:1", "not a partition number"),
+    ("channel=trends&after=-1:1", "not a partition number"),
+    ("channel=trends&after=0:-2", "integer >= -1"),
+    (f"channel=trends&after=0:{2**63}", "integer >= -1"),
+    ("channel=trends&after=0:1,00:2", "a partition twice"),
+    ("channel=trends&after=" + ",".join(f"{p}:0" for p in range(1025)), "at most 1024"),
+    ("channel=trends&after=0:1&after=1:2", "given 2 times"),
+    ("channel=trends&since=", "epoch milliseconds"),
+    ("channel=trends&since=yesterday", "epoch milliseconds"),
+    (f"channel=trends&since={NOW_MS // 1000}", "not seconds"),
+    (f"channel=trends&since={NOW_MS + 3_600_000}", "in the future"),
+    (f"channel=trends&after=0:1&since={NOW_MS}", "not both"),
+    ("channel=trends,weather&after=0:1", "unknown channel"),
+    ("channel=trends&symbols=&after=0:1", "symbols is empty"),
+])
+def test_bad_resume_points_in_the_query_string_are_refused_with_a_reason(text: str, words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        query(text)
 
 
 def test_unsubscribe_takes_no_resume_point() -> None:
@@ -378,6 +423,25 @@ def test_without_kafka_a_resume_is_an_error_then_a_snapshot(server: LiveServer) 
     server.state.updates.publish_bar(bar("AAPL", 1, 191.0))
     assert recv(ws) == {"type": "trend", "partition": None, "offset": None, "data": bar("AAPL", 1, 191.0)}
     ws.close()
+
+
+def test_without_kafka_a_query_string_resume_is_an_error_then_a_snapshot(server: LiveServer) -> None:
+    ws = connect(server, "?channel=trends&symbols=AAPL&after=0:3")
+    assert recv(ws)["type"] == "welcome"
+    error = recv(ws)
+    assert error["type"] == "error" and "nothing to replay" in error["message"]
+    assert recv(ws) == {"type": "subscribed", "channel": "trends", "symbols": ["AAPL"]}
+    assert recv(ws)["type"] == "snapshot"
+    ws.close()
+    bad = connect(server, "?channel=trends,weather&after=0:3")     # nothing subscribed, not even trends
+    assert recv(bad)["type"] == "welcome"
+    error = recv(bad)
+    assert error["type"] == "error" and error["message"].startswith("query string: unknown channel")
+    server.state.updates.publish_bar(bar("AAPL", 1, 191.0))
+    assert_silent(bad)
+    send(bad, {"action": "ping"})
+    assert recv(bad) == {"type": "pong"}
+    bad.close()
 
 
 def test_bad_resume_values_are_an_error_and_the_connection_stays_open(server: LiveServer) -> None:

@@ -33,7 +33,7 @@ from tests.serving.conftest import LiveServer
 from tests.serving.samples import alert, bar
 from tests.serving.test_fanout import messages
 from tests.serving.test_kafka_integration import BASE, get, publish, serving_config
-from tests.serving.test_websocket import close_code, recv, send
+from tests.serving.test_websocket import assert_silent, close_code, recv, send
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -427,12 +427,15 @@ def subscribe_and_collect(ws: websocket.WebSocket, message: dict[str, Any], coun
     return [recv(ws) for _ in range(count)]
 
 
-def publish_noting(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
-    """Produce `records` keyed by symbol; where each landed: (partition, offset, symbol)."""
+def publish_noting(bootstrap: str, topic: str, records: list[dict[str, Any]],
+                   timestamp_ms: int | None = None) -> list[tuple[int, int, str]]:
+    """Produce `records` keyed by symbol (stamped `timestamp_ms`, default now); where each landed:
+    (partition, offset, symbol)."""
     landed: list[tuple[int, int, str]] = []
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    stamp = {} if timestamp_ms is None else {"timestamp": timestamp_ms}
     for record in records:
-        producer.produce(topic, key=record["symbol"].encode(), value=codec.dumps(record),
+        producer.produce(topic, key=record["symbol"].encode(), value=codec.dumps(record), **stamp,
                          on_delivery=lambda err, msg: landed.append((msg.partition(), msg.offset(),
                                                                      msg.key().decode())))
     assert producer.flush(10) == 0
@@ -491,6 +494,125 @@ def test_a_point_the_topic_cannot_serve_is_an_error_then_a_snapshot(
         got.append(recv(ws))
     assert got[-1] == {"type": "replayed", "channel": "alerts", "count": 30,
                        "after": {str(p): o - 1 for p, o in landed(topics.bootstrap, topics.alerts).items()}}
+    ws.close()
+
+
+# --- the query string ----------------------------------------------------------------------------------------
+def replay_of(ws: websocket.WebSocket, channels: int) -> list[dict[str, Any]]:
+    """The messages after the welcome until `channels` channels said `replayed`."""
+    got = [recv(ws)]
+    while sum(m["type"] == "replayed" for m in got) < channels:
+        got.append(recv(ws))
+    return got
+
+
+def positions_of(got: list[dict[str, Any]], kind: str) -> list[tuple[int, int]]:
+    return [(m["partition"], m["offset"]) for m in got if m["type"] == kind]
+
+
+def in_kafka_order(received: list[tuple[int, int]], expected: list[tuple[int, int, str]]) -> bool:
+    return all([o for q, o in received if q == p] == sorted(o for q, o, _ in expected if q == p) for p in range(3))
+
+
+def test_the_query_string_resumes_with_after_or_since_as_the_message_form_does(
+        topics: Topics, live_server: Callable[..., LiveServer]) -> None:
+    now = int(time.time() * 1000)
+    older, newer = now - 120_000, now - 60_000          # record timestamps of the two halves
+    first = publish_noting(topics.bootstrap, topics.trends,
+                           [bar(SYMBOLS[i % 8], i // 8, 100.0 + i, base_ms=BASE) for i in range(40)], older)
+    second = publish_noting(topics.bootstrap, topics.trends,
+                            [bar(SYMBOLS[i % 8], 5 + i // 8, 200.0 + i, base_ms=BASE) for i in range(40)], newer)
+    alerts_first = publish_noting(topics.bootstrap, topics.alerts,
+                                  [alert(SYMBOLS[i % 8], i, base_ms=BASE) for i in range(10)], older)
+    alerts_second = publish_noting(topics.bootstrap, topics.alerts,
+                                   [alert(SYMBOLS[i % 8], 10 + i, base_ms=BASE) for i in range(10)], newer)
+    server = topics.serve(live_server)
+    ends = landed(topics.bootstrap, topics.trends)
+
+    # after: two symbols, from a point on two partitions (partition 2 not named: from the oldest retained).
+    after = {0: ends[0] // 2, 1: ends[1] // 3}
+    query = ",".join(f"{p}:{o}" for p, o in after.items())
+    ws = websocket.create_connection(f"{server.ws_url}?channel=trends&symbols=AAPL,ibm&after={query}", timeout=10)
+    assert recv(ws)["type"] == "welcome"
+    got = replay_of(ws, 1)
+    assert got[0] == {"type": "subscribed", "channel": "trends", "symbols": ["AAPL", "IBM"]}
+    assert "snapshot" not in [m["type"] for m in got]
+    expected = [(p, o, s) for p, o, s in first + second if s in ("AAPL", "IBM") and o > after.get(p, -1)]
+    trends = positions_of(got, "trend")
+    assert 0 < len(trends) < 20 and sorted(trends) == sorted((p, o) for p, o, _ in expected)
+    assert in_kafka_order(trends, expected)
+    assert got[-1] == {"type": "replayed", "channel": "trends", "count": len(trends),
+                       "after": {str(p): o - 1 for p, o in ends.items()}}
+    later = publish_noting(topics.bootstrap, topics.trends,
+                           [bar("IBM", 50, 1.0, base_ms=BASE), bar("MSFT", 50, 1.0, base_ms=BASE)])
+    live = recv(ws)                                         # then live, for its symbols only
+    assert live["type"] == "trend" and live["data"]["symbol"] == "IBM"
+    assert live["offset"] > got[-1]["after"][str(live["partition"])]
+    ws.close()
+
+    # since: every channel named, each from its first record stamped at or after `since`.
+    ws = websocket.create_connection(f"{server.ws_url}?channel=trends,alerts&since={newer}", timeout=10)
+    assert recv(ws)["type"] == "welcome"
+    got = replay_of(ws, 2)
+    assert sorted(m["channel"] for m in got if m["type"] == "subscribed") == ["alerts", "trends"]   # two replays
+    assert "snapshot" not in [m["type"] for m in got]
+    assert sorted(positions_of(got, "alert")) == sorted((p, o) for p, o, _ in alerts_second)
+    assert in_kafka_order(positions_of(got, "alert"), alerts_second)
+    trends = positions_of(got, "trend")
+    assert sorted(trends) == sorted((p, o) for p, o, _ in second + later)
+    assert in_kafka_order(trends, second + later)
+    # Nothing stamped before `since`.
+    assert not {(p, o) for p, o, _ in first} & set(trends)
+    assert not {(p, o) for p, o, _ in alerts_first} & set(positions_of(got, "alert"))
+    ws.close()
+
+    # A point the topic cannot serve: the message form's error, then the snapshot and live.
+    beyond = ends[0] + 5
+    ws = websocket.create_connection(f"{server.ws_url}?channel=trends&after=0:{beyond}", timeout=10)
+    assert recv(ws)["type"] == "welcome"
+    error, subscribed, snapshot = recv(ws), recv(ws), recv(ws)
+    assert error["type"] == "error" and f"offset {beyond} of partition 0 is beyond its end" in error["message"]
+    assert subscribed["type"] == "subscribed" and snapshot["type"] == "snapshot" and len(snapshot["data"]) == 8
+    ws.close()
+
+    # Bad values: an `error` at connect, nothing subscribed, the connection open.
+    for bad, words in (("channel=trends,alerts&after=0:1", "one channel"), ("channel=trends&after=0:x", "0:x"),
+                       ("channel=trends&after=0:-2", "integer >= -1"), ("after=0:1", "name it"),
+                       ("channel=trends&since=yesterday", "epoch milliseconds"),
+                       (f"channel=trends&since={newer // 1000}", "not seconds"),
+                       (f"channel=trends&after=0:1&since={newer}", "not both"),
+                       ("channel=trends&after=0:1&after=1:2", "given 2 times")):
+        ws = websocket.create_connection(f"{server.ws_url}?{bad}", timeout=10)
+        assert recv(ws)["type"] == "welcome"
+        error = recv(ws)
+        assert error["type"] == "error" and error["message"].startswith("query string: ") and \
+            words in error["message"], (bad, error)
+        publish(topics.bootstrap, topics.trends, [bar("AAPL", 60, 1.0, base_ms=BASE)])
+        assert_silent(ws)
+        send(ws, {"action": "ping"})
+        assert recv(ws) == {"type": "pong"}
+        ws.close()
+
+
+def test_the_query_string_resume_has_the_message_forms_limits(
+        topics: Topics, live_server: Callable[..., LiveServer]) -> None:
+    publish(topics.bootstrap, topics.trends, [bar(SYMBOLS[i % 8], i // 8, 100.0 + i, base_ms=BASE)
+                                              for i in range(200)])
+    server = topics.serve(live_server, WS_REPLAY_MAX_MESSAGES=50, WS_MAX_SYMBOLS=2)
+    ws = websocket.create_connection(f"{server.ws_url}?channel=trends&after=", timeout=10)  # everything retained
+    assert recv(ws)["type"] == "welcome"
+    got = [recv(ws)]
+    while got[-1]["type"] != "snapshot":
+        got.append(recv(ws))
+    types = [m["type"] for m in got]
+    assert types[0] == "subscribed" and types[-2:] == ["error", "snapshot"] and types.count("trend") <= 50
+    assert "WS_REPLAY_MAX_MESSAGES" in got[-2]["message"]
+    ws.close()
+    ws = websocket.create_connection(f"{server.ws_url}?channel=trends&symbols=AAPL,MSFT,IBM&after=0:1", timeout=10)
+    assert recv(ws)["type"] == "welcome"
+    error = recv(ws)
+    assert error["type"] == "error" and "at most 2 symbols" in error["message"]
+    assert_silent(ws)
     ws.close()
 
 
