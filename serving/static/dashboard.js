@@ -6,6 +6,10 @@
 // page is redrawn at most every RENDER_MS, and only the rows on screen (the
 // first PAGE_ROWS symbols matching the search) and the top movers are drawn.
 // History (sparklines, chart) is fetched for the rows on screen only.
+//
+// A dropped socket loses nothing: the page keeps its resume point per channel
+// (the highest Kafka offset seen per partition, DESIGN.md §8) and reconnects
+// with `after`, so the server replays every bar version and alert of the gap.
 "use strict";
 
 const HISTORY_BARS = 60;       // bars fetched per symbol for sparklines and the chart
@@ -13,6 +17,7 @@ const MAX_ALERTS = 200;
 const PAGE_ROWS = 50;          // table rows drawn at once; the search box reaches any other symbol
 const MOVERS = 10;             // rows of each top-movers list
 const RENDER_MS = 500;         // at most two redraws a second, whatever the feed's rate
+const CHANNELS = ["trends", "alerts"];
 const state = {
   latest: new Map(),           // symbol -> latest bar (newest window, latest version)
   symbols: [],                 // every symbol, sorted
@@ -32,6 +37,10 @@ const state = {
   alertIds: new Set(),
   alertsDirty: false,
   ws: null,
+  // channel -> {"<partition>": highest offset seen}: where a reconnect resumes. null until the channel's
+  // first snapshot (then a reconnect subscribes plainly and gets a snapshot again).
+  positions: { trends: null, alerts: null },
+  replayed: 0,                 // messages the server replayed after reconnects (missed while disconnected)
   retryMs: 500,
   lastMessage: 0,
   heartbeatS: 15,
@@ -491,12 +500,40 @@ function setConnection(kind, text) {
   badge.textContent = text;
 }
 
+// Every symbol of `channel`, from the resume point if the page has one (a replay of what it missed), else
+// from a snapshot.
+function subscription(channel) {
+  const message = { action: "subscribe", channel, symbols: ["*"] };
+  const after = state.positions[channel];
+  if (after) message.after = after;
+  return JSON.stringify(message);
+}
+
+// A snapshot or `replayed` says where the page now is on every partition: it replaces the resume point (a
+// topic recreated under the page would otherwise keep it resuming from offsets the topic no longer has).
+function resumeFrom(channel, after) {
+  state.positions[channel] = Object.assign({}, after || {});
+}
+
+// A live or replayed message moves its partition's resume point (messages come in Kafka order per partition).
+function saw(channel, msg) {
+  const positions = state.positions[channel];
+  if (!positions || msg.partition === null || msg.partition === undefined) return;  // not from Kafka
+  const key = String(msg.partition);
+  if (!(key in positions) || msg.offset > positions[key]) positions[key] = msg.offset;
+}
+
 function connect() {
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const ws = new WebSocket(`${proto}://${location.host}/ws?channel=trends,alerts&symbols=*`);
+  const ws = new WebSocket(`${proto}://${location.host}/ws`);
   state.ws = ws;
   setConnection("connecting", "connecting…");
-  ws.onopen = () => { state.retryMs = 500; state.lastMessage = Date.now(); setConnection("live", "live"); };
+  ws.onopen = () => {
+    state.retryMs = 500;
+    state.lastMessage = Date.now();
+    CHANNELS.forEach((channel) => ws.send(subscription(channel)));
+    setConnection("live", "live");
+  };
   ws.onmessage = (event) => { state.lastMessage = Date.now(); handle(JSON.parse(event.data)); };
   ws.onclose = (event) => {
     if (state.ws !== ws) return;
@@ -511,6 +548,7 @@ function handle(msg) {
   switch (msg.type) {
     case "welcome": state.heartbeatS = msg.heartbeat_s || 15; break;
     case "snapshot":
+      resumeFrom(msg.channel, msg.after);
       if (msg.channel === "trends") {
         msg.data.forEach(upsertBar);
         scheduleRender();
@@ -519,9 +557,21 @@ function handle(msg) {
       }
       break;
     case "trend":
+      saw("trends", msg);
       if (upsertBar(msg.data)) scheduleRender();
       break;
-    case "alert": addAlerts([msg.data], true); break;
+    case "alert":
+      saw("alerts", msg);
+      addAlerts([msg.data], true);
+      break;
+    case "replayed":
+      resumeFrom(msg.channel, msg.after);
+      state.replayed += msg.count;
+      document.body.dataset.replayed = state.replayed;
+      $("#connection").title = `${state.replayed} messages missed while disconnected were replayed`;
+      break;
+    // A resume the server cannot serve (beyond retention, a topic recreated, too many to replay) is an error
+    // followed by a snapshot, which resets the resume point.
     case "error": console.warn("server:", msg.message); break;
     default: break;   // subscribed, heartbeat, pong
   }

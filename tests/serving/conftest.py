@@ -102,6 +102,19 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         server.stop()
 
 
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium driven over the DevTools protocol (tests/serving/cdp.py); closed after the test."""
+    from tests.conftest import missing_prerequisite
+    from tests.serving.cdp import Browser, chromium_path
+
+    if chromium_path() is None:
+        missing_prerequisite("chromium is not installed: run scripts/browser.sh as root")
+    b = Browser()
+    yield b
+    b.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
     """A real PostgreSQL started for this test session (tests/serving/postgres.py)."""

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from serving.transport import cut_socket
-from tests.conftest import missing_prerequisite
-from tests.serving.cdp import Browser, chromium_path
+from tests.serving.cdp import Browser
 from tests.serving.conftest import LiveServer
 from tests.serving.samples import alert, bar, dead_letter, dead_letter_rows
 
@@ -18,15 +17,6 @@ pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 SYMBOLS = {"AAPL": 190.0, "MSFT": 410.0, "NVDA": 120.0, "TSLA": 250.0}
 MINUTES = 40
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    if chromium_path() is None:
-        missing_prerequisite("chromium is not installed: run scripts/browser.sh as root")
-    b = Browser()
-    yield b
-    b.close()
 
 
 def test_dashboard_fills_and_updates_live(browser: Browser, live_server: Callable[..., LiveServer]) -> None:
