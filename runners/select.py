@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOpt
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from pipelines.options import MarketOptions
+from runners import flink_rest
 from runners.job_metrics import MetricsLog
 from runners.local import beam as local_beam
 from runners.local import flink as local_flink
@@ -45,8 +46,12 @@ def prepare(argv: list[str]) -> tuple[list[str], object | None]:
     if runner in ("flinkrunner", "flink"):
         if options.view_as(FlinkRunnerOptions).flink_master in local_flink.LOCAL_MASTERS:
             return local_flink.pipeline_args(argv, resume=resume), local_beam.expansion_service()
-        from runners.flink_cluster import cluster
-        return cluster.pipeline_args(argv, resume=resume), local_beam.expansion_service()
+        from runners.flink_cluster import cluster, slots
+        args = cluster.pipeline_args(argv, resume=resume)
+        # Before any JVM starts: a cluster without the slots is an error, not
+        # a job that waits; after the submission, a job starved of slots ends this command.
+        slots.watch_from_command_line(args)
+        return args, local_beam.expansion_service()
     if runner in ("dataflowrunner", "dataflow"):
         from runners.dataflow import submit
         return submit.pipeline_args(argv), submit.expansion_service()
@@ -59,7 +64,7 @@ def metrics_log(argv: list[str]) -> MetricsLog | None:
     target = local_flink.savepoint_target
     if target is None or not interval_s or interval_s <= 0:
         return None
-    return MetricsLog(local_flink.rest_get, target.rest_url, interval_s, target.job_name).start()
+    return MetricsLog(flink_rest.get_json, target.rest_url, interval_s, target.job_name).start()
 
 
 def stop_job(result: PipelineResult, timeout_s: float = 30.0) -> None:
@@ -70,15 +75,20 @@ def stop_job(result: PipelineResult, timeout_s: float = 30.0) -> None:
     except Exception as exc:  # the job server is gone: nothing left to stop
         log.warning("job state unknown (%s): not stopping it", exc)
         return
+
+    def ended() -> bool:
+        try:
+            return PipelineState.is_terminal(result.state)
+        except Exception:  # the job server shut its cluster down after the job
+            return True
+
     target = local_flink.savepoint_target
+    if target is not None and target.job_name is not None and _ended_on_flink(target):
+        # Cancelled on the cluster (an operator, the slot watch): Beam hears of it in a moment.
+        wait_until(ended, timeout_s)
+        return
     if target is not None and local_flink.stop_with_savepoint(target) is not None:
         # The job ends FINISHED once its tasks have stopped; Beam reports DONE.
-        def ended() -> bool:
-            try:
-                return PipelineState.is_terminal(result.state)
-            except Exception:  # the job server shut its cluster down after the job
-                return True
-
         if wait_until(ended, timeout_s):
             return
         log.warning("the job did not end within %.0fs of its savepoint: cancelling it", timeout_s)
@@ -88,6 +98,13 @@ def stop_job(result: PipelineResult, timeout_s: float = 30.0) -> None:
         result.cancel()
     except Exception as exc:  # the job server may already be gone
         log.warning("could not cancel the job: %s", exc)
+
+
+def _ended_on_flink(target: local_flink.SavepointTarget) -> bool:
+    try:
+        return flink_rest.FlinkRest(target.rest_url).active_job(target.job_name) is None
+    except flink_rest.UNREACHABLE:
+        return False
 
 
 def stop_child_processes() -> None:

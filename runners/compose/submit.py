@@ -39,11 +39,9 @@ newest checkpoint).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from apache_beam.options.pipeline_options import FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions, SetupOptions
@@ -51,6 +49,7 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions, GoogleCloud
 from pipelines.options import MarketOptions
 from runners import checkpoints
 from runners.args import with_flink_defaults
+from runners.flink_rest import FlinkRest
 from runners.local.flink import LOCAL_MASTERS
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,6 @@ log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_ROOT = Path("/opt/flink/checkpoints")
 DEFAULT_EXPANSION_SERVICE = "kafka-expansion:8097"
-ACTIVE_STATES = ("CREATED", "INITIALIZING", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING")
 
 
 class ComposeOptions(MarketOptions):
@@ -104,12 +102,9 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     return args
 
 
-def active_job(flink_master: str, job_name: str, timeout_s: float = 10.0) -> dict | None:
+def active_job(flink_master: str, job_name: str) -> dict | None:
     """The cluster's unfinished job called `job_name` (Flink REST `/jobs/overview`), or None."""
-    url = flink_master if flink_master.startswith(("http://", "https://")) else f"http://{flink_master}"
-    with urllib.request.urlopen(f"{url.rstrip('/')}/jobs/overview", timeout=timeout_s) as resp:
-        jobs = json.load(resp)["jobs"]
-    return next((job for job in jobs if job["name"] == job_name and job["state"] in ACTIVE_STATES), None)
+    return FlinkRest.at(flink_master).active_job(job_name)
 
 
 def run(argv: list[str] | None = None):

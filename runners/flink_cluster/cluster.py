@@ -13,17 +13,16 @@ would start: the memory flags come from the same BashJavaUtils call.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+import uuid
 from pathlib import Path
 
 from runners.flink_cluster import conf, distribution
+from runners.flink_rest import ACTIVE_STATES, UNREACHABLE, FlinkRest, base_url
 from runners.local import fetch as local_fetch
 from runners.local import paths, prereqs, process
 from runners.wait import wait_until
@@ -124,54 +123,17 @@ def taskmanager_names() -> list[str]:
     return sorted(p.stem for p in run_dir.glob(f"{TASKMANAGER_PREFIX}*.pid"))
 
 
-def _rest(path: str, method: str = "GET", timeout_s: float = 30.0) -> dict:
-    request = urllib.request.Request(f"{conf.rest_url()}{path}", method=method)
-    with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-        return json.load(resp)
+def rest() -> FlinkRest:
+    """The REST API of this machine's session cluster."""
+    return FlinkRest(conf.rest_url())
 
 
 def overview(timeout_s: float = 2.0) -> dict | None:
     """The JobManager's `/overview` (TaskManagers, slots, jobs), or None if REST does not answer."""
     try:
-        return _rest("/overview", timeout_s=timeout_s)
-    except (urllib.error.URLError, OSError, ValueError):
+        return rest().overview(timeout_s=timeout_s)
+    except UNREACHABLE:
         return None
-
-
-def jobs() -> list[dict]:
-    """Every job the JobManager knows: `jid`, `name`, `state`, task counts (REST `/jobs/overview`)."""
-    return _rest("/jobs/overview")["jobs"]
-
-
-def job(jid: str) -> dict:
-    """One job: `state` and its `vertices` with their status and record counts (REST `/jobs/<jid>`)."""
-    return _rest(f"/jobs/{jid}")
-
-
-def checkpoint_counts(jid: str) -> dict:
-    """`completed`, `failed`, `in_progress` ... checkpoint counts of a job."""
-    return _rest(f"/jobs/{jid}/checkpoints")["counts"]
-
-
-def cancel_job(jid: str, timeout_s: float = 60.0) -> str:
-    """Cancel a job and wait until it reaches a terminal state; return that state.
-
-    Cancelling through Flink is what stops a streaming Beam job on a cluster:
-    the Python client and the job server only observe it.
-    """
-    _rest(f"/jobs/{jid}?mode=cancel", method="PATCH")
-
-    def ended() -> str | None:
-        try:
-            state = _rest(f"/jobs/{jid}", timeout_s=10)["state"]
-        except (urllib.error.URLError, OSError):  # a JobManager busy cancelling answers late
-            return None
-        return state if state in ("CANCELED", "FAILED", "FINISHED") else None
-
-    state = wait_until(ended, timeout_s)
-    if state is None:
-        raise RuntimeError(f"job {jid} was not cancelled within {timeout_s:.0f}s")
-    return state
 
 
 def is_running() -> bool:
@@ -285,20 +247,71 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
     if options.view_as(PortableOptions).environment_type is None:
         args += ["--environment_type=EXTERNAL", f"--environment_config={conf.HOST}:{WORKER_POOL_PORT}"]
     job_name = options.view_as(GoogleCloudOptions).job_name
+    resume = resume and bool(job_name)
+    if not job_name:
+        # A job is found again by its name (`stop-job NAME`, the slot watch,
+        # the next submission's check); a made-up name is new, so nothing is
+        # resumed, as with Beam's own made-up name before.
+        job_name = f"unnamed-{uuid.uuid4().hex[:8]}"
+        args.append(f"--job_name={job_name}")
+        log.info("no --job_name given: the job is called %s on the cluster", job_name)
     storage = checkpoints.storage_of(args, checkpoint_root(job_name))
     storage.mkdir(parents=True, exist_ok=True)
     args = checkpoints.with_checkpointing(args, storage)
-    if not job_name:
-        return args
     # SIGTERM to `python -m pipelines.market` stops this job with a
     # savepoint where the next submission of the name looks for one.
     master = options.view_as(FlinkRunnerOptions).flink_master
     if master in local_flink.LOCAL_MASTERS:   # not named: this machine's session cluster
         master = conf.rest_url()
     local_flink.savepoint_target = local_flink.SavepointTarget(
-        master if master.startswith("http") else f"http://{master}", checkpoints.savepoint_dir(storage), job_name)
+        base_url(master), checkpoints.savepoint_dir(storage), job_name)
     checkpoint = checkpoints.resume_point(args, storage, resume)
     if checkpoint is not None:
         log.info("resuming %s from checkpoint %s", job_name, checkpoint)
         args += checkpoints.restore_args(checkpoint)
     return args
+
+
+def find_job(name_or_jid: str) -> dict | None:
+    """The job with that id, else the newest unfinished job of that name, else the newest of that name."""
+    jobs = rest().jobs()
+    by_id = [job for job in jobs if job["jid"] == name_or_jid]
+    named = sorted((job for job in jobs if job["name"] == name_or_jid), key=lambda job: job.get("start-time", 0))
+    active = [job for job in named if job["state"] in ACTIVE_STATES]
+    return (by_id or active or named or [None])[-1]
+
+
+def stop_job(name_or_jid: str, timeout_s: float = 120.0) -> tuple[dict, Path]:
+    """Stop an unfinished job with a savepoint; return the job and the savepoint.
+
+    The savepoint goes where a submission of the job's name looks for one
+    (`checkpoint_root(name)/savepoints`), so `python -m pipelines.market
+    --job_name=NAME` resumes from it: same state and Kafka offsets, any
+    parallelism. Raises RuntimeError when there is no such job or the
+    savepoint fails (the job then runs on).
+    """
+    from runners.checkpoints import savepoint_dir
+
+    job = _unfinished(name_or_jid)
+    savepoint = rest().stop_with_savepoint(job["jid"], savepoint_dir(checkpoint_root(job["name"])), timeout_s)
+    if savepoint is None:
+        raise RuntimeError(f"job {job['name']} ({job['jid']}) could not be stopped with a savepoint and runs on; "
+                           f"see {paths.log_file(JOBMANAGER)}, or cancel it (its last checkpoint is kept)")
+    job["state"] = rest().wait_ended(job["jid"], timeout_s) or "STOPPING"
+    return job, savepoint
+
+
+def cancel(name_or_jid: str, timeout_s: float = 60.0) -> dict:
+    """Cancel an unfinished job without a savepoint (its retained checkpoints stay); return it, ended."""
+    job = _unfinished(name_or_jid)
+    job["state"] = rest().cancel(job["jid"], timeout_s)
+    return job
+
+
+def _unfinished(name_or_jid: str) -> dict:
+    job = find_job(name_or_jid)
+    if job is None:
+        raise RuntimeError(f"no job called {name_or_jid!r} on {conf.rest_url()}: see `python -m runners.flink_cluster jobs`")
+    if job["state"] not in ACTIVE_STATES:
+        raise RuntimeError(f"job {job['name']} ({job['jid']}) has already ended: {job['state']}")
+    return job

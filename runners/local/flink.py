@@ -10,10 +10,7 @@ REST API (`stop_with_savepoint`), so the next start replays nothing.
 """
 from __future__ import annotations
 
-import json
 import logging
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +19,10 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions, PipelineOpt
 from runners import checkpoints
 from runners.args import FlinkJavaOptions, with_flink_defaults
 from runners.checkpoints import savepoint_dir
+from runners.flink_rest import UNREACHABLE, FlinkRest
 from runners.local import beam as local_beam
 from runners.local import paths
 from runners.ports import free_port
-from runners.wait import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -92,26 +89,6 @@ class SavepointTarget:
 savepoint_target: SavepointTarget | None = None
 
 
-def _rest(url: str, method: str = "GET", body: dict | None = None, timeout_s: float = 10.0) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        return json.load(response)
-
-
-def rest_get(url: str) -> dict:
-    """GET a Flink REST resource as JSON (5 s timeout)."""
-    return _rest(url, timeout_s=5.0)
-
-
-def _running_job(target: SavepointTarget) -> str | None:
-    jobs = _rest(f"{target.rest_url}/jobs/overview")["jobs"]
-    running = [job for job in jobs if job["state"] == "RUNNING"
-               and (target.job_name is None or job["name"] == target.job_name)]
-    return running[0]["jid"] if len(running) == 1 else None
-
-
 def stop_with_savepoint(target: SavepointTarget, timeout_s: float = 90.0) -> Path | None:
     """Stop the job with a savepoint (Flink's stop, not drain); return the savepoint, or None.
 
@@ -122,31 +99,14 @@ def stop_with_savepoint(target: SavepointTarget, timeout_s: float = 90.0) -> Pat
     fails: the caller then cancels, and the next start resumes from the last
     checkpoint (at-least-once).
     """
+    rest = FlinkRest(target.rest_url)
     try:
-        jid = _running_job(target)
+        jid = rest.running_job(target.job_name)
         if jid is None:
             log.warning("no single running job at %s: no savepoint", target.rest_url)
             return None
-        request = _rest(f"{target.rest_url}/jobs/{jid}/stop", method="POST",
-                        body={"targetDirectory": f"file://{target.directory}", "drain": False})
-        log.info("stopping job %s with a savepoint into %s", jid, target.directory)
-        status_url = f"{target.rest_url}/jobs/{jid}/savepoints/{request['request-id']}"
-
-        def completed() -> dict | None:
-            status = _rest(status_url)
-            return status if status["status"]["id"] == "COMPLETED" else None
-
-        status = wait_until(completed, timeout_s)
-        if status is None:
-            log.warning("savepoint not complete after %.0fs", timeout_s)
-            return None
-        operation = status.get("operation", {})
-        if "location" in operation:
-            location = Path(operation["location"].removeprefix("file:").removeprefix("//"))
-            log.info("savepoint complete: %s", location)
-            return location
-        log.warning("savepoint failed: %s", str(operation.get("failure-cause", operation))[:2000])
-    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        return rest.stop_with_savepoint(jid, target.directory, timeout_s)
+    except (*UNREACHABLE, KeyError) as exc:
         log.warning("stop with savepoint failed: %s", exc)
     return None
 
