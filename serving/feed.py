@@ -143,6 +143,7 @@ class KafkaFeed:
         try:
             assignment = self._assignment(consumer)
             consumer.assign(assignment)
+            self.updates.reading_from({(tp.topic, tp.partition): tp.offset for tp in assignment if tp.offset >= 0})
             targets = self._pending(consumer, assignment) if not self.replayed else {}
             self._set("replaying" if not self.replayed else "following", broker_up=True)
             # Watermark queries on the consuming client queue behind its fetches

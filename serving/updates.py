@@ -80,6 +80,16 @@ class Updates:
     def _rows(self) -> int:
         return len(self._finals) + len(self._alerts) + len(self._dead_letters)
 
+    def reading_from(self, starts: Offsets) -> None:
+        """The feed reads each (topic, partition) from these offsets on: what lies before them is as handled
+        as it will ever be (older than the history serving keeps, or stored), so resume points cover it, and a
+        client resuming from a snapshot is not replayed a partition the feed has had nothing new from."""
+        if self.channels:
+            with self.hub.lock:
+                self.hub.advance({(self.channels[topic], partition): start - 1
+                                  for (topic, partition), start in starts.items()
+                                  if topic in self.channels and start > 0})
+
     def apply(self, updates: list[Update], offsets: Offsets | None = None,
               on_error: Callable[[int, Exception], None] | None = None, flush: bool = False,
               received: float | None = None) -> int:

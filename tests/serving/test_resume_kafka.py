@@ -708,3 +708,28 @@ def test_a_replaying_client_that_cannot_keep_up_is_closed_and_slows_no_one(
     slow.settimeout(10)
     assert close_code(slow) == 1008
     fast.close()
+
+
+def test_a_snapshot_point_covers_what_serving_did_not_need_to_read(
+        topics: Topics, live_server: Callable[..., LiveServer]) -> None:
+    """Alerts older than serving's history window are not read at start, yet the snapshot's point covers them:
+    a client that resumes from it is replayed nothing it was not sent (not a partition's whole history)."""
+    old_ms = int(time.time() * 1000) - 3 * 3_600_000          # HISTORY_HOURS is 1
+    publish(topics.bootstrap, topics.alerts, [alert(SYMBOLS[i % 8], i, base_ms=old_ms) for i in range(24)],
+            timestamp_ms=old_ms)
+    ends = landed(topics.bootstrap, topics.alerts)
+    assert all(ends.values()), ends                              # every partition holds old alerts
+    server = topics.serve(live_server)
+    ws = websocket.create_connection(server.ws_url, timeout=10)
+    recv(ws)
+    subscribed, snapshot = subscribe_and_collect(ws, {"action": "subscribe", "channel": "alerts", "symbols": ["*"]}, 2)
+    assert subscribed["type"] == "subscribed" and snapshot["type"] == "snapshot"
+    assert snapshot["after"] == {str(p): end - 1 for p, end in ends.items()}
+    ws.close()
+
+    again = websocket.create_connection(server.ws_url, timeout=10)
+    recv(again)
+    send(again, {"action": "subscribe", "channel": "alerts", "symbols": ["*"], "after": snapshot["after"]})
+    answers = [recv(again) for _ in range(2)]
+    assert [a["type"] for a in answers] == ["subscribed", "replayed"] and answers[1]["count"] == 0, answers
+    again.close()
