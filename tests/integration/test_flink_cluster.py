@@ -447,7 +447,10 @@ def test_a_job_outlives_its_killed_submitter_and_resumes_from_stop_job_at_parall
                 cluster.rest().cancel(job["jid"])
         collector.close()
         topics.delete(kafka_bootstrap)
-        cluster.start()      # the TaskManager again, for what runs next
+        # The TaskManager again, for what runs next: started by the project's
+        # command, so it is no child of this test (whose children end with it).
+        restarted = command("-m", "runners.flink_cluster", "start")
+        assert restarted.returncode == 0, restarted.stderr
 
     finals = final_bars(bars)
     dead = dead_letter_counts(dead_letters)
