@@ -2,7 +2,7 @@
 
 The transforms know nothing of Kafka; these two composites adapt between
 Kafka records and what the transforms take and give. Which expansion service
-expands KafkaIO is the runner's business (see `runners.select`): the code here
+expands KafkaIO is the runner's business (see `runners.launch`): the code here
 is the same on Flink and Dataflow.
 """
 from __future__ import annotations

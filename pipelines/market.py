@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m pipelines.market [flags]`: run the pipeline until it ends or a signal stops it.
 
     The command line's edge: here, not in `run()`, the runner gets what it
-    needs from this machine (runners/select.py: local jars, Flink conf dir,
+    needs from this machine (runners/launch.py: local jars, Flink conf dir,
     checkpoints and resume, the expansion service).
     """
-    from runners import select
+    from runners import launch
 
     argv = list(sys.argv[1:] if argv is None else argv)
     # --help lists MarketOptions' flags and exits; a bad value stops here, before any JVM starts.
@@ -130,20 +130,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_first_signal)
     # Registered first, so it runs after Beam's own exit handlers: whatever
     # path leaves (a signal during start-up included), no child JVM survives.
-    atexit.register(select.stop_child_processes)
+    atexit.register(launch.stop_child_processes)
     try:
-        result = run(*select.prepare(argv))
+        prepared = launch.prepare(argv)
+        result = run(prepared.args, prepared.expansion_service)
     except preflight.PreflightError as exc:
         log.error("%s", exc)
         return 2
-    metrics = select.metrics_log(argv)
+    metrics = prepared.metrics_log()
     try:
         result.wait_until_finish()
     finally:
         if metrics is not None:
             metrics.stop()          # logs the last figures before the job is stopped
-        select.stop_job(result)
-        select.stop_child_processes()
+        prepared.stop_job(result)
+        launch.stop_child_processes()
     return 0
 
 

@@ -68,3 +68,12 @@ def restore_args(checkpoint: Path) -> list[str]:
     Operators the new job no longer has are skipped, not fatal.
     """
     return [f"--savepoint_path=file://{checkpoint}", "--allow_non_restored_state"]
+
+
+def prepare_storage(argv: list[str], default: Path, resume: bool) -> tuple[list[str], Path, Path | None]:
+    """What every Flink runner does first: (argv with the checkpointing flags, the checkpoint folder, made,
+    and the checkpoint or savepoint to resume from, if any). `default` is the folder unless argv names one."""
+    storage = storage_of(argv, default)
+    storage.mkdir(parents=True, exist_ok=True)
+    args = with_checkpointing(argv, storage)
+    return args, storage, resume_point(args, storage, resume)

@@ -22,8 +22,8 @@ import re
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
+from runners.flink_rest import UNREACHABLE, FlinkRest
 from transforms.ticks import METRICS_NAMESPACE
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,6 @@ PREFIX = METRICS_NAMESPACE.replace(".", "_") + "_"
 _DISTRIBUTION = re.compile(r"DistributionResult\{sum=(-?\d+), count=(\d+), min=(-?\d+), max=(-?\d+)\}")
 # Metric ids per GET: each is ~100 characters of the URL.
 _IDS_PER_REQUEST = 20
-
-GetJson = Callable[[str], Any]
-
 
 @dataclass
 class Distribution:
@@ -76,22 +73,15 @@ class JobMetrics:
         return " ".join(parts) if parts else "(none reported yet)"
 
 
-def running_job(get: GetJson, rest_url: str, job_name: str | None = None) -> str | None:
-    """The id of the one running job (of that name, if given), else None."""
-    jobs = [job for job in get(f"{rest_url}/jobs/overview")["jobs"]
-            if job["state"] == "RUNNING" and (job_name is None or job["name"] == job_name)]
-    return jobs[0]["jid"] if len(jobs) == 1 else None
-
-
-def job_metrics(get: GetJson, rest_url: str, jid: str) -> JobMetrics:
+def job_metrics(rest: FlinkRest, jid: str) -> JobMetrics:
     """The pipeline's Beam metrics of job `jid`, summed by metric name (without its namespace)."""
     totals = JobMetrics()
-    for vertex in get(f"{rest_url}/jobs/{jid}")["vertices"]:
-        base = f"{rest_url}/jobs/{jid}/vertices/{vertex['id']}/metrics"
-        ids = [m["id"] for m in get(base) if PREFIX in m["id"]]
+    for vertex in rest.job(jid)["vertices"]:
+        base = f"/jobs/{jid}/vertices/{vertex['id']}/metrics"
+        ids = [m["id"] for m in rest.call(base) if PREFIX in m["id"]]
         for at in range(0, len(ids), _IDS_PER_REQUEST):
             query = urllib.parse.quote(",".join(ids[at:at + _IDS_PER_REQUEST]), safe=",")
-            for metric in get(f"{base}?get={query}"):
+            for metric in rest.call(f"{base}?get={query}"):
                 totals.add(metric["id"].rsplit(PREFIX, 1)[-1], str(metric.get("value", "")))
     return totals
 
@@ -99,8 +89,8 @@ def job_metrics(get: GetJson, rest_url: str, jid: str) -> JobMetrics:
 class MetricsLog:
     """A daemon thread logging the running job's metrics every `interval_s` (and once more at `stop`)."""
 
-    def __init__(self, get: GetJson, rest_url: str, interval_s: float, job_name: str | None = None) -> None:
-        self.get, self.rest_url, self.interval_s, self.job_name = get, rest_url, interval_s, job_name
+    def __init__(self, rest: FlinkRest, interval_s: float, job_name: str | None = None) -> None:
+        self.rest, self.interval_s, self.job_name = rest, interval_s, job_name
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-log", daemon=True)
         self._jid: str | None = None
@@ -117,10 +107,10 @@ class MetricsLog:
 
     def report(self) -> None:
         try:
-            self._jid = self._jid or running_job(self.get, self.rest_url, self.job_name)
+            self._jid = self._jid or self.rest.running_job(self.job_name)
             if self._jid is not None:
-                log.info("pipeline metrics: %s", job_metrics(self.get, self.rest_url, self._jid).line())
-        except Exception as exc:  # Flink's REST is the runner's: its absence must not touch the job
+                log.info("pipeline metrics: %s", job_metrics(self.rest, self._jid).line())
+        except (*UNREACHABLE, KeyError) as exc:  # Flink's REST is the runner's: its absence must not touch the job
             log.debug("pipeline metrics unavailable: %s", exc)
 
     def _run(self) -> None:

@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runners.flink_cluster import conf, distribution
 from runners.flink_rest import ACTIVE_STATES, UNREACHABLE, FlinkRest, base_url
 from runners.local import fetch as local_fetch
 from runners.local import paths, prereqs, process
 from runners.wait import wait_until
+
+if TYPE_CHECKING:    # Beam is imported only when submitting (see pipeline_args)
+    from runners.local.flink import SavepointTarget
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,6 @@ JAVA17_OPENS = (
 )
 
 
-def _java() -> str:
-    return shutil.which("java") or "java"
-
-
 def taskmanager_class_path() -> str:
     """Flink's lib/ only: see `beam_lib_for_taskmanager` for why Beam's jars are not here."""
     return str(distribution.lib_dir() / "*")
@@ -71,7 +70,7 @@ def _resource_params(command: str) -> tuple[list[str], list[str]]:
     TaskManager refuses to start without the derived memory settings.
     """
     class_path = os.pathsep.join([str(distribution.bash_java_utils_jar()), taskmanager_class_path()])
-    cmd = [_java(), "-Xmx64m", "-cp", class_path, "org.apache.flink.runtime.util.bash.BashJavaUtils",
+    cmd = [prereqs.java(), "-Xmx64m", "-cp", class_path, "org.apache.flink.runtime.util.bash.BashJavaUtils",
            command, "--configDir", str(conf.conf_dir())]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [line.split(":", 1)[1] for line in result.stdout.splitlines()
@@ -94,7 +93,7 @@ def _flink_env() -> dict[str, str]:
 def _flink_cmd(name: str, main_class: str, resource_command: str) -> list[str]:
     jvm_flags, dynamic = _resource_params(resource_command)
     log4j = conf.conf_dir() / "log4j-console.properties"
-    return [_java(), *jvm_flags, *JAVA17_OPENS, "-XX:+UseG1GC",
+    return [prereqs.java(), *jvm_flags, *JAVA17_OPENS, "-XX:+UseG1GC",
             f"-Dlog4j.configurationFile=file:{log4j}", f"-Dlog.file={paths.log_file(name)}",
             "-classpath", taskmanager_class_path(), main_class,
             "--configDir", str(conf.conf_dir()), *dynamic]
@@ -219,7 +218,7 @@ def checkpoint_root(job_name: str | None) -> Path:
     return conf.checkpoints_dir() / (job_name or "unnamed")
 
 
-def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
+def pipeline_args(argv: list[str], resume: bool = True) -> tuple[list[str], SavepointTarget]:
     """`argv` (with `--runner=FlinkRunner --flink_master=host:port`) plus what a cluster run needs.
 
     * the local job server launcher jar: the Python FlinkRunner starts it and
@@ -231,8 +230,12 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
       newest completed checkpoint.
     """
     # Beam is imported only when submitting: `fetch`, `start` and `status` do without it.
-    from apache_beam.options.pipeline_options import (FlinkRunnerOptions, GoogleCloudOptions, PipelineOptions,
-                                                      PortableOptions)
+    from apache_beam.options.pipeline_options import (
+        FlinkRunnerOptions,
+        GoogleCloudOptions,
+        PipelineOptions,
+        PortableOptions,
+    )
 
     from runners import checkpoints
     from runners.args import with_flink_defaults
@@ -255,21 +258,17 @@ def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
         job_name = f"unnamed-{uuid.uuid4().hex[:8]}"
         args.append(f"--job_name={job_name}")
         log.info("no --job_name given: the job is called %s on the cluster", job_name)
-    storage = checkpoints.storage_of(args, checkpoint_root(job_name))
-    storage.mkdir(parents=True, exist_ok=True)
-    args = checkpoints.with_checkpointing(args, storage)
+    args, storage, checkpoint = checkpoints.prepare_storage(args, checkpoint_root(job_name), resume)
     # SIGTERM to `python -m pipelines.market` stops this job with a
     # savepoint where the next submission of the name looks for one.
     master = options.view_as(FlinkRunnerOptions).flink_master
     if master in local_flink.LOCAL_MASTERS:   # not named: this machine's session cluster
         master = conf.rest_url()
-    local_flink.savepoint_target = local_flink.SavepointTarget(
-        base_url(master), checkpoints.savepoint_dir(storage), job_name)
-    checkpoint = checkpoints.resume_point(args, storage, resume)
+    target = local_flink.SavepointTarget(base_url(master), checkpoints.savepoint_dir(storage), job_name)
     if checkpoint is not None:
         log.info("resuming %s from checkpoint %s", job_name, checkpoint)
         args += checkpoints.restore_args(checkpoint)
-    return args
+    return args, target
 
 
 def find_job(name_or_jid: str) -> dict | None:

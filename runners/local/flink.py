@@ -83,12 +83,6 @@ class SavepointTarget:
     job_name: str | None = None     # None: the only running job (the embedded cluster runs one)
 
 
-# The Flink job this process submitted, set by pipeline_args (embedded) or
-# runners.flink_cluster.cluster.pipeline_args; read by pipelines.market.main
-# to stop with a savepoint on SIGTERM. One process runs one pipeline.
-savepoint_target: SavepointTarget | None = None
-
-
 def stop_with_savepoint(target: SavepointTarget, timeout_s: float = 90.0) -> Path | None:
     """Stop the job with a savepoint (Flink's stop, not drain); return the savepoint, or None.
 
@@ -111,30 +105,26 @@ def stop_with_savepoint(target: SavepointTarget, timeout_s: float = 90.0) -> Pat
     return None
 
 
-def pipeline_args(argv: list[str], resume: bool = True) -> list[str]:
-    """`argv` plus the local defaults it does not set itself.
+def pipeline_args(argv: list[str], resume: bool = True) -> tuple[list[str], SavepointTarget | None]:
+    """(`argv` plus the local defaults it does not set itself, where a planned stop of the job goes).
 
     A given `--state_backend_storage_path=file:///dir` is where checkpoints go
-    and where a new start looks for the newest one.
+    and where a new start looks for the newest one. The stop target is None
+    with a `--flink_conf_dir` of the user's: no REST port of ours, so a stop
+    cancels (no savepoint).
     """
     args = with_flink_defaults(argv)
     options = PipelineOptions(args)
     if options.view_as(FlinkRunnerOptions).flink_job_server_jar is None:
         args += local_beam.flink_job_server_args()
-    storage = checkpoints.storage_of(args, checkpoint_dir())
-    storage.mkdir(parents=True, exist_ok=True)
-    args = checkpoints.with_checkpointing(args, storage)
-    checkpoint = checkpoints.resume_point(args, storage, resume)
+    args, storage, checkpoint = checkpoints.prepare_storage(args, checkpoint_dir(), resume)
     if options.view_as(FlinkJavaOptions).flink_conf_dir is not None:
         if checkpoint is not None:
             raise ValueError("--flink_conf_dir is set: add execution.savepoint.path to it yourself, "
                              "or pass --no_resume")
-        # A conf dir of the user's: no REST port of ours, so a stop cancels (no savepoint).
-        return args
+        return args, None
     if checkpoint is not None:
         log.info("resuming from checkpoint %s", checkpoint)
-    global savepoint_target
     rest_port = free_port()
     args.append(f"--flink_conf_dir={embedded_conf(storage, checkpoint, rest_port)}")
-    savepoint_target = SavepointTarget(f"http://127.0.0.1:{rest_port}", savepoint_dir(storage))
-    return args
+    return args, SavepointTarget(f"http://127.0.0.1:{rest_port}", savepoint_dir(storage))

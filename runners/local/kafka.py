@@ -29,6 +29,7 @@ from market import kafka_security
 from market.kafka_security import KafkaSecurity
 from market.settings import BOOTSTRAP_SERVERS
 from runners.local import fetch, paths, prereqs, process
+from runners.wait import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,7 @@ logger.apache.level = warn
 
 
 def _java_cmd(broker: Broker, main_class: str, *args: str) -> list[str]:
-    java = shutil.which("java") or "java"
-    return [java, broker.heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
+    return [prereqs.java(), broker.heap, "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={broker.conf_dir / 'log4j2.properties'}",
             "-cp", str(fetch.kafka_lib() / "*"), main_class, *args]
 
@@ -225,25 +225,31 @@ def wait_ready(timeout_s: float, broker: Broker = DEFAULT) -> None:
     from confluent_kafka.admin import AdminClient
 
     deadline = time.monotonic() + timeout_s
-    # Wait for the port first: librdkafka logs every refused connection.
-    while not process.port_open(broker.host, broker.port) and time.monotonic() < deadline:
+
+    def still_running() -> None:
         if not is_running(broker):
             raise RuntimeError(f"kafka exited during start:\n{process.tail(paths.log_file(broker.name))}")
-        time.sleep(0.3)
+
+    def port_open() -> bool:
+        still_running()
+        return process.port_open(broker.host, broker.port)
+
+    # The port first: librdkafka logs every refused connection.
+    wait_until(port_open, timeout_s, 0.3)
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if not is_running(broker):
-            raise RuntimeError(f"kafka exited during start:\n{process.tail(paths.log_file(broker.name))}")
+    errors: list[Exception] = []
+
+    def serves_metadata() -> bool:
+        still_running()
         try:
-            meta = admin.list_topics(timeout=2)
-            if meta.brokers:
-                return
+            return bool(admin.list_topics(timeout=2).brokers)
         except Exception as exc:  # KafkaException while the broker boots
-            last_error = exc
-        time.sleep(0.5)
-    raise RuntimeError(f"kafka did not become ready in {timeout_s:.0f}s ({last_error}):\n"
-                       f"{process.tail(paths.log_file(broker.name))}")
+            errors.append(exc)
+            return False
+
+    if not wait_until(serves_metadata, max(0.0, deadline - time.monotonic()), 0.5):
+        raise RuntimeError(f"kafka did not become ready in {timeout_s:.0f}s ({errors[-1] if errors else None}):\n"
+                           f"{process.tail(paths.log_file(broker.name))}")
 
 
 def create_sasl_user(broker: Broker = DEFAULT, timeout_s: float = 30.0) -> KafkaSecurity:
@@ -268,16 +274,20 @@ def create_sasl_user(broker: Broker = DEFAULT, timeout_s: float = 30.0) -> Kafka
         future.result()
     # The credential reaches the listener with the next metadata update.
     client = AdminClient({"bootstrap.servers": broker.sasl_bootstrap, "log_level": 0, **security.librdkafka()})
-    deadline = time.monotonic() + timeout_s
-    while True:
+    errors: list[Exception] = []
+
+    def logs_in() -> bool:
         try:
             client.list_topics(timeout=2)
-            return security
+            return True
         except Exception as exc:  # KafkaException until the user is known to the listener
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the SASL user {security.username} cannot log in at "
-                                   f"{broker.sasl_bootstrap}: {exc}") from exc
-            time.sleep(0.5)
+            errors.append(exc)
+            return False
+
+    if not wait_until(logs_in, timeout_s, 0.5):
+        raise RuntimeError(f"the SASL user {security.username} cannot log in at "
+                           f"{broker.sasl_bootstrap}: {errors[-1] if errors else None}")
+    return security
 
 
 def create_topics(bootstrap: str = f"{HOST}:{PORT}", security: KafkaSecurity | None = None) -> list[str]:

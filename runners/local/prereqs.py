@@ -11,6 +11,12 @@ class MissingPrerequisite(RuntimeError):
     """A tool the local stack needs is absent or too old."""
 
 
+def java() -> str:
+    """The `java` command every JVM of the local stack runs with: the one on PATH (its bare name if none,
+    so the start fails with the OS's message; `require_java` says what to install)."""
+    return shutil.which("java") or "java"
+
+
 def java_version() -> int:
     """Major version of the `java` on PATH; raises MissingPrerequisite if there is none."""
     java = shutil.which("java")

@@ -30,7 +30,8 @@ def test_every_flink_runner_checkpoints_at_one_interval(tmp_path):
     from runners.local import flink as local_flink
 
     storage = f"--state_backend_storage_path=file://{tmp_path}"
-    args = local_flink.pipeline_args(["--runner=FlinkRunner", storage], resume=False)
+    args, _ = local_flink.pipeline_args(["--runner=FlinkRunner", storage], resume=False)
     assert f"--checkpointing_interval={checkpoints.CHECKPOINT_INTERVAL_MS}" in args
-    args = local_flink.pipeline_args(["--runner=FlinkRunner", storage, "--checkpointing_interval=2500"], resume=False)
+    args, _ = local_flink.pipeline_args(["--runner=FlinkRunner", storage, "--checkpointing_interval=2500"],
+                                        resume=False)
     assert [a for a in args if a.startswith("--checkpointing_interval")] == ["--checkpointing_interval=2500"]

@@ -43,22 +43,21 @@ def test_a_start_resumes_from_the_newest_checkpoint_or_savepoint(tmp_path):
 
 
 def test_embedded_runs_get_a_local_rest_port_for_savepoints(tmp_path, monkeypatch):
-    monkeypatch.setattr(local_flink, "savepoint_target", None)
     storage = tmp_path / "checkpoints"
     checkpoint = make_checkpoint(storage / "job" / "chk-3", time.time())
-    args = local_flink.pipeline_args(["--flink_job_server_jar=/x.jar", f"--state_backend_storage_path=file://{storage}"])
+    args, target = local_flink.pipeline_args(["--flink_job_server_jar=/x.jar",
+                                              f"--state_backend_storage_path=file://{storage}"])
     conf_dir = Path(next(a for a in args if a.startswith("--flink_conf_dir=")).split("=", 1)[1])
     conf = dict(line.split(": ", 1) for line in (conf_dir / "flink-conf.yaml").read_text().splitlines())
     assert conf["rest.bind-address"] == "127.0.0.1"
     assert conf["web.submit.enable"] == "false"
     assert conf["execution.savepoint.path"] == f"file://{checkpoint}"
     assert conf["state.savepoints.dir"] == f"file://{local_flink.savepoint_dir(storage)}"
-    target = local_flink.savepoint_target
     assert target.rest_url == f"http://127.0.0.1:{conf['rest.port']}"
     assert target.directory == local_flink.savepoint_dir(storage)
     # --no_resume: a fresh start, still stoppable with a savepoint.
-    args = local_flink.pipeline_args(["--flink_job_server_jar=/x.jar", f"--state_backend_storage_path=file://{storage}"],
-                                     resume=False)
+    args, _ = local_flink.pipeline_args(["--flink_job_server_jar=/x.jar",
+                                         f"--state_backend_storage_path=file://{storage}"], resume=False)
     conf_dir = Path(next(a for a in args if a.startswith("--flink_conf_dir=")).split("=", 1)[1])
     assert "execution.savepoint.path" not in (conf_dir / "flink-conf.yaml").read_text()
 

@@ -8,7 +8,6 @@ from runners import args as runner_args
 from runners.args import FlinkJavaOptions, given_options, with_flink_defaults
 from runners.compose import submit
 from runners.flink_cluster import cluster
-from runners.local import flink as local_flink
 
 
 def occurrences(argv: list[str], name: str) -> list[str]:
@@ -20,12 +19,11 @@ def test_job_name_is_seen_in_either_form(job_name, tmp_path, monkeypatch):
     args = submit.pipeline_args(["--runner=FlinkRunner", *job_name])
     assert f"--state_backend_storage_path=file://{submit.CHECKPOINT_ROOT}/market" in args
 
-    monkeypatch.setattr(local_flink, "savepoint_target", None)
     monkeypatch.setattr(cluster, "checkpoint_root", lambda name: tmp_path / (name or "unnamed"))
-    cluster.pipeline_args(["--runner=FlinkRunner", "--flink_master=localhost:8081",
-                           "--flink_job_server_jar=/jars/job-server.jar", *job_name])
-    assert local_flink.savepoint_target.job_name == "market"
-    assert local_flink.savepoint_target.directory == tmp_path / "market" / "savepoints"
+    _, target = cluster.pipeline_args(["--runner=FlinkRunner", "--flink_master=localhost:8081",
+                                       "--flink_job_server_jar=/jars/job-server.jar", *job_name])
+    assert target.job_name == "market"
+    assert target.directory == tmp_path / "market" / "savepoints"
 
 
 @pytest.mark.parametrize("given", [["--max_bundle_time_mills=100"], ["--max_bundle_time_mills", "100"]])

@@ -36,9 +36,8 @@ def test_scripts_ask_whether_kafka_runs_by_exit_code(tmp_path):
 
 def test_setup_checks_prerequisites_with_the_commands_own_code(tmp_path):
     import os
-    import sys
-
     import shutil
+    import sys
 
     # A PATH with Python 3.11, bash and dirname, and no java: setup.sh stops
     # with the commands' own message before it creates or fetches anything.

@@ -4,14 +4,14 @@ No credentials or network: `--dry_run=True` (TestOptions) makes the
 DataflowRunner build the job and return before submitting it. KafkaIO is
 expanded for real by the Java expansion service started from the local jars,
 with Dataflow's defaults (no Flink-only arguments): what `python -m
-pipelines.market` attaches for Dataflow (runners.select.prepare).
+pipelines.market` attaches for Dataflow (runners.launch.prepare).
 """
 from __future__ import annotations
 
 import pytest
 
 from pipelines import market
-from runners import select
+from runners import launch
 
 pytestmark = [pytest.mark.integration]
 
@@ -24,7 +24,8 @@ def job(flink_jars):
     argv = ["--runner=DataflowRunner", "--project=market-data-dry-run", "--region=europe-west1",
             "--temp_location=gs://market-data-dry-run/tmp", "--dry_run=True",
             f"--bootstrap_servers={BROKERS}"]
-    return market.run(*select.prepare(argv)).job
+    prepared = launch.prepare(argv)
+    return market.run(prepared.args, prepared.expansion_service).job
 
 
 def payloads_under(job, prefix: str) -> dict[str, bytes]:

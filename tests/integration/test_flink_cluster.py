@@ -131,8 +131,8 @@ def test_kafka_python_kafka_on_the_cluster(kafka_bootstrap, flink_cluster, make_
     assert producer.flush(30) == 0
 
     job_name = f"cluster-proof-{uuid.uuid4().hex[:8]}"
-    args = cluster.pipeline_args(["--runner=FlinkRunner", f"--flink_master={FLINK_MASTER}", "--streaming",
-                                  "--parallelism=2", f"--job_name={job_name}"])
+    args, _ = cluster.pipeline_args(["--runner=FlinkRunner", f"--flink_master={FLINK_MASTER}", "--streaming",
+                                     "--parallelism=2", f"--job_name={job_name}"])
     expansion = local_beam.expansion_service()
     pipeline = beam.Pipeline(options=PipelineOptions(args))
     _ = (pipeline
@@ -182,7 +182,7 @@ def market_ticks(base_ms: int) -> list[dict]:
 
 def test_market_pipeline_on_the_cluster(kafka_bootstrap, flink_cluster, make_topic):
     from pipelines import market
-    from runners import select
+    from runners import launch
 
     topics = {"input": make_topic("cluster_ticks"), "output": make_topic("cluster_bars"),
               "alerts": make_topic("cluster_alerts"), "dlq": make_topic("cluster_dlq", partitions=1)}
@@ -190,13 +190,14 @@ def test_market_pipeline_on_the_cluster(kafka_bootstrap, flink_cluster, make_top
     result = None
     try:
         # What `python -m pipelines.market` attaches for a cluster, then the same run().
-        result = market.run(*select.prepare([
+        prepared = launch.prepare([
             "--runner=FlinkRunner", f"--flink_master={FLINK_MASTER}", "--parallelism=2",
             f"--job_name={job_name}", f"--bootstrap_servers={kafka_bootstrap}",
             f"--input_topic={topics['input']}", f"--output_topic={topics['output']}",
             f"--alerts_topic={topics['alerts']}", f"--dlq_topic={topics['dlq']}",
             f"--consumer_group={job_name}", "--window_size_s=5", "--allowed_lateness_s=2",
-            "--early_firing_s=0"]))
+            "--early_firing_s=0"])
+        result = market.run(prepared.args, prepared.expansion_service)
         wait_until_running(cluster_job(job_name, timeout_s=120)["jid"])
 
         # A live feed: the ticks are published once the job reads, with event
