@@ -16,7 +16,8 @@ REST_PORT = 8081
 RPC_PORT = 6123
 SLOTS_PER_TASKMANAGER = 2
 JOBMANAGER_MEMORY = "1g"
-TASKMANAGER_MEMORY = "2g"
+TASKMANAGER_MEMORY = "3g"
+TASKMANAGER_METASPACE = "1g"     # part of TASKMANAGER_MEMORY; see _config_yaml
 
 
 def cluster_dir() -> Path:
@@ -52,6 +53,13 @@ taskmanager.host: {HOST}
 taskmanager.bind-host: {HOST}
 taskmanager.numberOfTaskSlots: {SLOTS_PER_TASKMANAGER}
 taskmanager.memory.process.size: {TASKMANAGER_MEMORY}
+# Each Beam job loads its ~190 shipped jars in a class loader of its own,
+# about 50 MB of metaspace, and Beam's threads keep that loader alive after
+# the job ends: measured 36 -> 91 -> 137 -> 184 MB over three jobs, nothing
+# returned by a full GC. Flink's default 256 MB killed a TaskManager
+# (OutOfMemoryError: Metaspace) at its fourth or fifth job; 1 GB lasts about
+# 19 jobs, after which the TaskManager wants a restart (docs/flink_cluster.md).
+taskmanager.memory.jvm-metaspace.size: {TASKMANAGER_METASPACE}
 # Beam's streaming runner keeps state on the heap (no RocksDB here), so the
 # managed-memory share Flink reserves by default (0.4) would only shrink the
 # heap that Kafka consumers and Beam's bundles live in.
