@@ -18,14 +18,27 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from runners.local.supervised import cpu_seconds
+from runners.wait import wait_until
+
+
+def partitions_of(consumer: Consumer, topic: str, timeout_s: float = 30.0) -> list[int]:
+    """The partition ids of `topic`, once its metadata has them: a topic created a moment ago may have
+    none yet (no leader), and assigning those would read nothing, ever."""
+    def known() -> list[int]:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        return sorted(meta.partitions) if meta is not None and meta.error is None else []
+
+    found = wait_until(known, timeout_s, 0.2)
+    if not found:
+        raise RuntimeError(f"topic {topic} has no partitions with a leader after {timeout_s:.0f}s")
+    return found
 
 
 def assign_from_start(consumer: Consumer, topics: list[str]) -> list[TopicPartition]:
     """Assign every partition of `topics` from its beginning; return them (offsets unset) for `position()`."""
     assigned = []
     for topic in topics:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        assigned += [TopicPartition(topic, p) for p in partitions]
+        assigned += [TopicPartition(topic, p) for p in partitions_of(consumer, topic)]
     consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in assigned])
     return assigned
 
