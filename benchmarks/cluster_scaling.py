@@ -33,7 +33,6 @@ import bisect
 import os
 import shutil
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -42,9 +41,19 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import (BenchError, EndOffsets, Started, dead_letter_reasons, per_tick, require_broker,
-                               require_symbol_count, symbol_counts, symbols_label)
+from benchmarks.common import (
+    BenchError,
+    EndOffsets,
+    Started,
+    dead_letter_reasons,
+    per_tick,
+    require_broker,
+    require_symbol_count,
+    symbol_counts,
+    symbols_label,
+)
 from benchmarks.drain import DrainResult, drain_one, fill, finish_drain, wait_complete
+from benchmarks.stats import median
 from benchmarks.systems import Run, output_topics, pipeline_command
 from market import config, settings
 from runners.flink_cluster import cluster, conf
@@ -271,11 +280,6 @@ def cores_text(span: CpuSpan) -> str:
     return f"{span.busy:.2f} of {span.cores:.0f} busy: {', '.join(parts)}, others {span.busy - sum(used.values()):.2f}"
 
 
-def _median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
-
-
 def print_summary(by_count: list[tuple[int | None, list[list[ScalingResult]]]], ticks: int) -> None:
     """One table by symbol count and parallelism, for docs/performance.md."""
     print(f"\ndrain of {ticks:,} ticks on the Flink session cluster, event time over the 60 minutes before the fill; "
@@ -290,23 +294,23 @@ def print_summary(by_count: list[tuple[int | None, list[list[ScalingResult]]]], 
         for results in runs:
             for r in results:
                 by_p[r.parallelism].append(r)
-        base = _median([r.drain.full_rate for r in by_p.get(min(by_p), [])])
+        base = median([r.drain.full_rate for r in by_p.get(min(by_p), [])])
         for p, rs in sorted(by_p.items()):
-            full = _median([r.drain.full_rate for r in rs])
+            full = median([r.drain.full_rate for r in rs])
             complete = sum(r.drain.complete for r in rs)
 
             def cores(kind: str) -> float:
-                return _median([r.cpu.seconds_by_kind.get(kind, float("nan")) / r.cpu.span_s for r in rs])
+                return median([r.cpu.seconds_by_kind.get(kind, float("nan")) / r.cpu.span_s for r in rs])
 
-            per = {kind: _median([per_tick(r.cpu.seconds_by_kind, r.drain.accounted).get(kind, float("nan"))
+            per = {kind: median([per_tick(r.cpu.seconds_by_kind, r.drain.accounted).get(kind, float("nan"))
                                   for r in rs]) for kind in KINDS[:3]}
             print(f"| {symbols_label(symbols)} | {p} | {'/'.join(sorted({str(r.taskmanagers) for r in rs}))} "
                   f"| {', '.join(f'{r.drain.full_rate:,.0f}' for r in rs)} "
-                  f"| {full:,.0f} | {full / base:.2f} | {_median([r.drain.rate for r in rs]):,.0f} "
-                  f"| {_median([r.submit_to_first_bar_s for r in rs]):.0f} "
-                  f"| {_median([r.cpu.busy for r in rs]):.2f} "
+                  f"| {full:,.0f} | {full / base:.2f} | {median([r.drain.rate for r in rs]):,.0f} "
+                  f"| {median([r.submit_to_first_bar_s for r in rs]):.0f} "
+                  f"| {median([r.cpu.busy for r in rs]):.2f} "
                   f"| {cores('TaskManager JVM'):.2f} / {cores('Python SDK workers'):.2f} "
-                  f"({_median([r.cpu.busiest_sdk_worker for r in rs]):.2f}) / {cores('Kafka broker'):.2f} "
+                  f"({median([r.cpu.busiest_sdk_worker for r in rs]):.2f}) / {cores('Kafka broker'):.2f} "
                   f"| {' / '.join(f'{v:.1f}' for v in per.values())} | {complete} of {len(rs)} runs |")
     print(flush=True)
 

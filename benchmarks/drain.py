@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -33,6 +32,7 @@ from benchmarks.common import (
 )
 from benchmarks.profiling import Profiler
 from benchmarks.readers import BarProgress
+from benchmarks.stats import median
 from benchmarks.systems import Run, output_topics, system_command
 from market import config
 from runners.topics import create_topics, delete_topics
@@ -287,11 +287,6 @@ def print_drain_table(results: list[DrainResult], ticks: int) -> None:
     print(flush=True)
 
 
-def _median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
-
-
 def print_drain_summary(by_count: list[tuple[int | None, list[list[DrainResult]]]], ticks: int) -> None:
     """One table by symbol count and system, every run's rates and their medians: for docs/performance.md."""
     print(f"drain of {ticks:,} ticks, event time over the 60 minutes before the fill; "
@@ -306,15 +301,15 @@ def print_drain_summary(by_count: list[tuple[int | None, list[list[DrainResult]]
             for r in results:
                 by_system[r.system].append(r)
         quix = by_system.get("quix", [])
-        quix_rate, quix_full = _median([r.rate for r in quix]), _median([r.full_rate for r in quix])
+        quix_rate, quix_full = median([r.rate for r in quix]), median([r.full_rate for r in quix])
         for system, rs in by_system.items():
-            rate, full = _median([r.rate for r in rs]), _median([r.full_rate for r in rs])
+            rate, full = median([r.rate for r in rs]), median([r.full_rate for r in rs])
             cpu: dict[str, float] = {}
             for name in ("JVM", "Python"):
                 values = [by_runtime(r.full_cpu_us_per_tick)[name] for r in rs
                           if name in by_runtime(r.full_cpu_us_per_tick)]
                 if values:
-                    cpu[name] = _median(values)
+                    cpu[name] = median(values)
             short = [f"run {i}: {r.accounted:,} of {r.ticks:,}" for i, r in enumerate(rs, 1) if not r.complete]
             check = f"{len(rs) - len(short)} of {len(rs)} runs" + (f" ({'; '.join(short)})" if short else "")
             print(f"| {symbols_label(symbols)} | {system} | {', '.join(f'{r.rate:,.0f}' for r in rs)} | {rate:,.0f} "

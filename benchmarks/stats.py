@@ -17,3 +17,9 @@ def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99)) -> 
 def percentile(values: Iterable[float], q: float) -> float:
     """The `q` percentile (0..100) of `values`, NaN with fewer than two."""
     return percentiles(values, (q,))[0]
+
+
+def median(values: Iterable[float]) -> float:
+    """The median of `values` without their NaNs (a run that gave no figure); NaN if none is left."""
+    kept = [v for v in values if v == v]
+    return float(numpy.median(kept)) if kept else float("nan")
