@@ -7,9 +7,13 @@ screens each batch of ticks (late ticks and exact duplicates to the dead
 letters), adds the admitted ones to their window's accumulator, fills the
 cross-window fields and emits each alert once, and fires the panes itself:
 
-* EARLY: a processing-time timer of the shard, `early_firing_s` after the
-  first tick since its last firing, fires an EARLY pane of every window of
-  the shard that took ticks since its last pane;
+* EARLY: at once, in the call that brings a symbol ticks, when its last
+  EARLY pane is `early_firing_s` old or it has none (a quiet symbol's tick
+  is not kept waiting for a timer); else at its last EARLY pane +
+  `early_firing_s`, from the shard's processing-time timer, set at the
+  earliest such time among its symbols. Either way a symbol gets at most one
+  EARLY pane per `early_firing_s` (DESIGN.md §4), of each of its windows
+  that took ticks since its last pane;
 * ON_TIME: an event-time timer of the shard at the earliest last
   millisecond (or close time) of its open windows fires the ON_TIME pane of
   every window the watermark has reached, symbol by symbol;
@@ -42,8 +46,9 @@ State of a shard: a journal and a version.
 
 * `JOURNAL`, a bag: a snapshot of the shard's books (and the seen tick
   identities of open windows), then one small entry per call since: the
-  ticks each book took (packed, 32 bytes a tick), or that an EARLY or a
-  watermark timer fired at a given time. Every call is a deterministic
+  ticks each book took (packed, 32 bytes a tick) with the call's processing
+  time (its EARLY decisions depend on it), or that an EARLY or a watermark
+  timer fired at a given time. Every call is a deterministic
   function of the books and its entry, so replaying the entries on the
   snapshot gives the books again, pane indexes, histories and alert marks
   included. After `COMPACT_AFTER` entries the journal is rewritten as one
@@ -96,7 +101,7 @@ class Shard:
     """A shard's books decoded in a worker's memory, with what its timers need."""
 
     __slots__ = ("version", "counter", "entries", "books", "on_time", "closing", "dirty", "settled",
-                 "event_at", "early_at")
+                 "event_at", "early_at", "early_last", "next_early", "clock_ms")
 
     def __init__(self, counter: int = 0) -> None:
         self.version: tuple | None = None   # (writer, counter) of the state this memory equals
@@ -107,10 +112,15 @@ class Shard:
         # final windows awaiting their close (end + allowed lateness).
         self.on_time: dict[int, set] = {}
         self.closing: dict[int, set] = {}
-        self.dirty: set = set()             # symbols with ticks since their last pane
+        self.dirty: set = set()             # symbols with ticks waiting for the EARLY timer
         self.settled: int | None = None     # the newest source watermark of the shard's ticks
         self.event_at: float | None = None  # the event-time timer as set (None: unknown)
         self.early_at = 0                   # the processing-time timer as set (0: none)
+        # Symbol -> processing time (ms) of its last EARLY pane, for those
+        # with one in the last `early_firing_s` or so (older: pruned).
+        self.early_last: dict[str, int] = {}
+        self.next_early = 0                 # the earliest due EARLY pane of `dirty` (0: none)
+        self.clock_ms = 0                   # the newest processing time a call has journaled
 
     def expect(self, symbol: str, end: int, final: bool) -> None:
         """Index an open window for the timer: its ON_TIME pane, or its close once final."""
@@ -169,25 +179,42 @@ class BuildBarsFn(beam.DoFn):
         key, batches = element
         shard = self._load(key, journal, version)
         out = Outcome()
-        self._take(shard, batches.items(), out)
+        now = int(self.clock() * 1000)
+        self._take(shard, batches.items(), now, out)
         self.batch_symbols.update(len(batches))
         if out.admitted:
-            self._commit(shard, (TICKS, out.admitted), journal, version)
+            self._commit(shard, (TICKS, out.admitted, now), journal, version)
         else:
             self._commit(shard, None, journal, version)
         self._set_timers(shard, watermark_timer, early_timer)
         yield from self._emit(out)
 
-    def _take(self, shard: Shard, batches, out: Outcome) -> None:
-        rules = self.rules
+    def _take(self, shard: Shard, batches, now: int, out: Outcome) -> None:
+        """Add each symbol's ticks to its book; an EARLY pane at once for a symbol that may have one."""
+        rules, early_ms, admitted = self.rules, self.early_ms, out.admitted
+        if now > shard.clock_ms:
+            shard.clock_ms = now
         for symbol, (ticks, read_watermark) in batches:
             book = shard.books.get(symbol)
             if book is None:
                 book = shard.books[symbol] = Book()
-            rules.add(symbol, book, ticks, read_watermark, out)
-            shard.dirty.add(symbol)
             if read_watermark is not None and (shard.settled is None or read_watermark > shard.settled):
                 shard.settled = read_watermark
+            taken = len(admitted)
+            rules.add(symbol, book, ticks, read_watermark, out)
+            if early_ms <= 0 or len(admitted) == taken:
+                continue
+            last = shard.early_last.get(symbol)
+            if last is None or now - last >= early_ms:
+                # Its last EARLY pane is old enough: this one need not wait for a timer.
+                shard.dirty.discard(symbol)
+                if rules.fire_early(symbol, book, shard.settled, out):
+                    shard.early_last[symbol] = now
+            else:
+                shard.dirty.add(symbol)
+                due = last + early_ms
+                if not shard.next_early or due < shard.next_early:
+                    shard.next_early = due
         for symbol, end, final in out.opened:
             shard.expect(symbol, end, final)
         out.opened.clear()
@@ -229,22 +256,39 @@ class BuildBarsFn(beam.DoFn):
     @userstate.on_timer(EARLY)
     def on_early(self,
                  key=beam.DoFn.KeyParam,
+                 fired_at=beam.DoFn.TimestampParam,
                  journal=beam.DoFn.StateParam(JOURNAL),
                  version=beam.DoFn.StateParam(VERSION),
                  watermark_timer=beam.DoFn.TimerParam(WATERMARK),
                  early_timer=beam.DoFn.TimerParam(EARLY)):
         shard = self._load(key, journal, version)
         out = Outcome()
-        self._fire_early(shard, out)
+        # The timer fires at or after the time it was set for (a test's clock may stand still).
+        now = max(int(self.clock() * 1000), fired_at.micros // 1000)
+        self._fire_early(shard, now, out)
         shard.early_at = 0
-        self._commit(shard, (EARLY_FIRED,), journal, version)
+        self._commit(shard, (EARLY_FIRED, now), journal, version)
         self._set_timers(shard, watermark_timer, early_timer)
         yield from self._emit(out)
 
-    def _fire_early(self, shard: Shard, out: Outcome) -> None:
+    def _fire_early(self, shard: Shard, now: int, out: Outcome) -> None:
+        """The EARLY panes of the waiting symbols that are due at `now`; the others wait on."""
+        early_ms, early_last, books = self.early_ms, shard.early_last, shard.books
+        if now > shard.clock_ms:
+            shard.clock_ms = now
+        waiting: set = set()
+        next_early = 0
         for symbol in shard.dirty:
-            self.rules.fire_early(symbol, shard.books[symbol], shard.settled, out)
-        shard.dirty.clear()
+            last = early_last.get(symbol)
+            due = now if last is None else last + early_ms
+            if due > now:
+                waiting.add(symbol)
+                if not next_early or due < next_early:
+                    next_early = due
+            elif self.rules.fire_early(symbol, books[symbol], shard.settled, out):
+                early_last[symbol] = now
+        shard.dirty = waiting
+        shard.next_early = next_early
 
     # --- state ------------------------------------------------------------
     def _load(self, key: Any, journal, version) -> Shard:
@@ -272,9 +316,9 @@ class BuildBarsFn(beam.DoFn):
                 self._restore_snapshot(shard, pickle.loads(entry[1]))
             elif kind == TICKS:
                 self._take(shard, ((symbol, (unpack_ticks(packed), watermark))
-                                   for symbol, watermark, packed in pickle.loads(entry[1])), scratch)
+                                   for symbol, watermark, packed in pickle.loads(entry[1])), entry[2], scratch)
             elif kind == EARLY_FIRED:
-                self._fire_early(shard, scratch)
+                self._fire_early(shard, entry[1], scratch)
             elif kind == WATERMARK_FIRED:
                 self._fire_watermark(shard, entry[1], scratch)
             scratch.bars.clear()
@@ -284,7 +328,7 @@ class BuildBarsFn(beam.DoFn):
         return shard
 
     def _restore_snapshot(self, shard: Shard, snapshot: tuple) -> None:
-        books, seen, dirty, settled = snapshot
+        books, seen, dirty, settled, early_last, clock_ms = snapshot
         shard.books = {symbol: Book.restore(durable) for symbol, durable in books.items()}
         for symbol, end, int_bytes, float_bytes in seen:
             shard.books[symbol].add_seen(end, int_bytes, float_bytes)
@@ -295,11 +339,21 @@ class BuildBarsFn(beam.DoFn):
                 shard.expect(symbol, end, window[FINAL])
         shard.dirty = set(dirty)
         shard.settled = settled
+        shard.early_last = dict(early_last)
+        shard.clock_ms = clock_ms
+        shard.next_early = min((early_last.get(symbol, clock_ms - self.early_ms) + self.early_ms
+                                for symbol in dirty), default=0)
 
     def _snapshot(self, shard: Shard) -> bytes:
+        # A symbol whose last EARLY pane is `early_firing_s` old may have one
+        # at once whether it is remembered or not: forget it, in memory too
+        # (memory must equal what a rebuild from this snapshot gives).
+        horizon = shard.clock_ms - self.early_ms
+        shard.early_last = {symbol: at for symbol, at in shard.early_last.items() if at > horizon}
         seen = [entry for symbol, book in shard.books.items() for entry in book.seen_entries(symbol)]
         return pickle.dumps(({symbol: book.durable() for symbol, book in shard.books.items()},
-                             seen, sorted(shard.dirty), shard.settled), PICKLE_PROTOCOL)
+                             seen, sorted(shard.dirty), shard.settled, shard.early_last, shard.clock_ms),
+                            PICKLE_PROTOCOL)
 
     def _commit(self, shard: Shard, entry: tuple | None, journal, version) -> None:
         """Journal what this call did and mark memory as equal to state."""
@@ -309,7 +363,7 @@ class BuildBarsFn(beam.DoFn):
             shard.entries = 1
         elif entry is not None:
             if entry[0] == TICKS:
-                entry = (TICKS, pickle.dumps(entry[1], PICKLE_PROTOCOL))
+                entry = (TICKS, pickle.dumps(entry[1], PICKLE_PROTOCOL), entry[2])
             journal.add(entry)
             shard.entries += 1
         shard.counter += 1
@@ -321,8 +375,8 @@ class BuildBarsFn(beam.DoFn):
         if due != math.inf and due != shard.event_at:
             watermark_timer.set(Timestamp(micros=int(due) * 1000))
             shard.event_at = due
-        if self.early_ms > 0 and not shard.early_at and shard.dirty:
-            shard.early_at = int(self.clock() * 1000) + self.early_ms
+        if shard.dirty and shard.next_early and (not shard.early_at or shard.next_early < shard.early_at):
+            shard.early_at = shard.next_early
             early_timer.set(Timestamp(micros=shard.early_at * 1000))
 
     # --- outputs ----------------------------------------------------------

@@ -183,8 +183,8 @@ class BarRules(NamedTuple):
                 window[DIRTY] = True
 
     # --- panes ------------------------------------------------------------
-    def fire_early(self, symbol: str, book: Book, settled_ms: int | None, out: Outcome) -> None:
-        """An EARLY pane of each window with ticks since its last pane.
+    def fire_early(self, symbol: str, book: Book, settled_ms: int | None, out: Outcome) -> int:
+        """An EARLY pane of each window with ticks since its last pane; returns how many it fired.
 
         A window that the source's watermark `settled_ms` has already
         reached gets none: its ON_TIME pane, with every tick read so far,
@@ -192,6 +192,7 @@ class BarRules(NamedTuple):
         would otherwise send a partial bar of every window before its final
         one). DESIGN.md §4 bounds EARLY panes from above, not below.
         """
+        fired = 0
         for end in sorted(book.windows):
             window = book.windows[end]
             if window[DIRTY] and not window[FINAL]:
@@ -199,6 +200,8 @@ class BarRules(NamedTuple):
                     window[DIRTY] = False
                     continue
                 self._pane(symbol, book, end, window, schema.PANE_EARLY, out)
+                fired += 1
+        return fired
 
     def fire_on_time(self, symbol: str, book: Book, end: int, out: Outcome) -> None:
         """The ON_TIME pane of the window ending at `end`: the watermark has reached its last millisecond."""

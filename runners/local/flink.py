@@ -33,10 +33,12 @@ LOCAL_MASTERS = ("[local]", "[auto]")
 # the shape of the pipeline that wrote it, and Flink cannot restore one
 # shape into another (v2: the per-symbol bar step replaced a WindowInto +
 # combiner window step; v3: the bar step keyed by shard of symbols, with a
-# journal, replaced the per-symbol bar and anomaly steps). A new layout gets a
+# journal, replaced the per-symbol bar and anomaly steps; v4: journal entries
+# carry processing time and snapshots each symbol's last EARLY pane, for the
+# EARLY pane at once). A new layout gets a
 # folder of its own, so an upgraded `make run` starts from the consumer
 # group's committed offsets instead of failing to restore, crash after crash.
-STATE_LAYOUT = "v3"
+STATE_LAYOUT = "v4"
 
 
 def checkpoint_dir() -> Path:
