@@ -8,12 +8,15 @@ letters), adds the admitted ones to their window's accumulator, fills the
 cross-window fields and emits each alert once, and fires the panes itself:
 
 * EARLY: at once, in the call that brings a symbol ticks, when its last
-  EARLY pane is `early_firing_s` old or it has none (a quiet symbol's tick
-  is not kept waiting for a timer); else at its last EARLY pane +
-  `early_firing_s`, from the shard's processing-time timer, set at the
-  earliest such time among its symbols. Either way a symbol gets at most one
-  EARLY pane per `early_firing_s` (DESIGN.md §4), of each of its windows
-  that took ticks since its last pane;
+  EARLY pane is `early_firing_s` old or it has none, and its newest window
+  is still open by the wall clock (a quiet symbol's live tick is not kept
+  waiting for a timer); else from the shard's processing-time timer, at its
+  last EARLY pane + `early_firing_s`, or `early_firing_s` after the tick
+  for a window the wall clock has passed (a backlog: by then the watermark
+  has usually passed it too, and its ON_TIME pane makes an EARLY one
+  pointless). Either way a symbol gets at most one EARLY pane per
+  `early_firing_s` (DESIGN.md §4), of each of its windows that took ticks
+  since its last pane;
 * ON_TIME: an event-time timer of the shard at the earliest last
   millisecond (or close time) of its open windows fires the ON_TIME pane of
   every window the watermark has reached, symbol by symbol;
@@ -112,14 +115,14 @@ class Shard:
         # final windows awaiting their close (end + allowed lateness).
         self.on_time: dict[int, set] = {}
         self.closing: dict[int, set] = {}
-        self.dirty: set = set()             # symbols with ticks waiting for the EARLY timer
+        self.dirty: dict[str, int] = {}     # symbols with ticks waiting for the EARLY timer -> due ms
         self.settled: int | None = None     # the newest source watermark of the shard's ticks
         self.event_at: float | None = None  # the event-time timer as set (None: unknown)
         self.early_at = 0                   # the processing-time timer as set (0: none)
         # Symbol -> processing time (ms) of its last EARLY pane, for those
         # with one in the last `early_firing_s` or so (older: pruned).
         self.early_last: dict[str, int] = {}
-        self.next_early = 0                 # the earliest due EARLY pane of `dirty` (0: none)
+        self.next_early = 0                 # at most the earliest due of `dirty` (0: none)
         self.clock_ms = 0                   # the newest processing time a call has journaled
 
     def expect(self, symbol: str, end: int, final: bool) -> None:
@@ -206,15 +209,21 @@ class BuildBarsFn(beam.DoFn):
                 continue
             last = shard.early_last.get(symbol)
             if last is None or now - last >= early_ms:
-                # Its last EARLY pane is old enough: this one need not wait for a timer.
-                shard.dirty.discard(symbol)
-                if rules.fire_early(symbol, book, shard.settled, out):
-                    shard.early_last[symbol] = now
+                if max(book.windows, default=0) > now:
+                    # Live, and its last EARLY pane is old enough: no need to wait for a timer.
+                    shard.dirty.pop(symbol, None)
+                    if rules.fire_early(symbol, book, shard.settled, out):
+                        shard.early_last[symbol] = now
+                    continue
+                due = now + early_ms
             else:
-                shard.dirty.add(symbol)
                 due = last + early_ms
-                if not shard.next_early or due < shard.next_early:
-                    shard.next_early = due
+            waiting = shard.dirty.get(symbol)
+            if waiting is not None and waiting <= due:
+                continue
+            shard.dirty[symbol] = due
+            if not shard.next_early or due < shard.next_early:
+                shard.next_early = due
         for symbol, end, final in out.opened:
             shard.expect(symbol, end, final)
         out.opened.clear()
@@ -276,13 +285,11 @@ class BuildBarsFn(beam.DoFn):
         early_ms, early_last, books = self.early_ms, shard.early_last, shard.books
         if now > shard.clock_ms:
             shard.clock_ms = now
-        waiting: set = set()
+        waiting: dict[str, int] = {}
         next_early = 0
-        for symbol in shard.dirty:
-            last = early_last.get(symbol)
-            due = now if last is None else last + early_ms
+        for symbol, due in shard.dirty.items():
             if due > now:
-                waiting.add(symbol)
+                waiting[symbol] = due
                 if not next_early or due < next_early:
                     next_early = due
             elif self.rules.fire_early(symbol, books[symbol], shard.settled, out):
@@ -337,12 +344,11 @@ class BuildBarsFn(beam.DoFn):
         for symbol, book in shard.books.items():
             for end, window in book.windows.items():
                 shard.expect(symbol, end, window[FINAL])
-        shard.dirty = set(dirty)
+        shard.dirty = dict(dirty)
         shard.settled = settled
         shard.early_last = dict(early_last)
         shard.clock_ms = clock_ms
-        shard.next_early = min((early_last.get(symbol, clock_ms - self.early_ms) + self.early_ms
-                                for symbol in dirty), default=0)
+        shard.next_early = min(shard.dirty.values(), default=0)
 
     def _snapshot(self, shard: Shard) -> bytes:
         # A symbol whose last EARLY pane is `early_firing_s` old may have one
@@ -352,7 +358,7 @@ class BuildBarsFn(beam.DoFn):
         shard.early_last = {symbol: at for symbol, at in shard.early_last.items() if at > horizon}
         seen = [entry for symbol, book in shard.books.items() for entry in book.seen_entries(symbol)]
         return pickle.dumps(({symbol: book.durable() for symbol, book in shard.books.items()},
-                             seen, sorted(shard.dirty), shard.settled, shard.early_last, shard.clock_ms),
+                             seen, sorted(shard.dirty.items()), shard.settled, shard.early_last, shard.clock_ms),
                             PICKLE_PROTOCOL)
 
     def _commit(self, shard: Shard, entry: tuple | None, journal, version) -> None:

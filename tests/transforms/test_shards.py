@@ -319,3 +319,23 @@ def test_shards_are_the_same_in_every_process_and_spread():
     assert other.stdout.strip().split(",") == [str(n) for n in shards]
     counts = [shards.count(n) for n in range(32)]
     assert min(counts) > 10_000 / 32 * 0.8 and max(counts) < 10_000 / 32 * 1.2
+
+
+def test_a_window_the_wall_clock_has_passed_waits_for_the_timer():
+    # A backlog read at T0 + 10 minutes: its windows closed long ago by the
+    # wall clock, and their ON_TIME panes are as near as an EARLY one.
+    clock = Clock(T0 + 10 * MINUTE)
+    fn, state = new_fn(clock), ShardState()
+    out = list(fn.process((0, {"AAA": ([tick("AAA", 10.0, T0 + 1_000, 1)], None)}),
+                          state.journal, state.version, state.watermark, state.early))
+    assert panes_of(out) == []
+    assert state.early.at.micros == (T0 + 10 * MINUTE + 1_000) * 1000
+    # More backlog before the timer does not move it.
+    clock.ms += 500
+    list(fn.process((0, {"AAA": ([tick("AAA", 10.5, T0 + 2_000, 2)], None)}),
+                    state.journal, state.version, state.watermark, state.early))
+    assert state.early.at.micros == (T0 + 10 * MINUTE + 1_000) * 1000
+    clock.ms += 500
+    fired, state.early.at = state.early.at, None
+    out = list(fn.on_early(0, fired, state.journal, state.version, state.watermark, state.early))
+    assert [(bar["pane"], bar["tick_count"]) for bar in panes_of(out)] == [("EARLY", 2)]
