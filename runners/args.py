@@ -86,14 +86,17 @@ def with_defaults(argv: list[str], defaults: dict[str, str | None]) -> list[str]
 #   walks every loaded module's globals (about 0.6 ms per write with Beam
 #   imported). A 300,000-tick, 5,000-symbol drain took 40 s of Python CPU
 #   with a 64 MB cache and 31 s without.
-# * bundles of at most 250 ms (Java option maxBundleTimeMills, hence "mills"):
+# * bundles of at most 150 ms (Java option maxBundleTimeMills, hence "mills"):
 #   a Python stage hands its output on when its bundle finishes, and Beam's
 #   streaming default of 1000 ms adds up to a second per stage between a
-#   tick and its bar. benchmarks/pipeline_bench.py --rates 10000 --step_s 40
-#   on 2 cores, batched Kafka read, one run each (p50/p95/p99 ms, processed
-#   ticks/s): 1000 ms 4516/7038/49820, 9,282; 250 ms 1744/2446/2811, 9,593;
-#   100 ms 1840/2899/27581, 9,700. 250 ms is as fast as 100 ms with fewer
-#   bundle round trips to the Python workers.
+#   tick and its bar. With the sharded bar step, `compare.py live --rate
+#   10000`, one run each (latency p50/p99 ms, ON_TIME delay p99 ms; 20 and
+#   10,000 symbols): 250 ms 1428/2435/2662 and 1925/3395/2975; 150 ms
+#   1155/1961/2036 and 1730/3221/3362; 100 ms 1016/1744/1832 and
+#   1946/3678/4036 (at 10,000 symbols the Python worker is busy enough that
+#   more bundles cost more than they save: 60 against 48 µs per tick).
+#   `compare.py drain --symbols 5000`: 150 ms 14,615-16,880 ticks/s, 250 ms
+#   11,685-13,734 (docs/performance.md).
 #
 # Not here, on purpose: `--experiments=data_buffer_time_limit_ms=N`. It
 # would cut the latency (docs/performance.md) but Beam 2.62's Python SDK
@@ -110,7 +113,7 @@ FLINK_DEFAULTS: dict[str, str | None] = {
     "finish_bundle_before_checkpointing": None,
     "object_reuse": None,
     "max_cache_memory_usage_mb": "0",
-    "max_bundle_time_mills": "250",
+    "max_bundle_time_mills": "150",
 }
 
 

@@ -55,7 +55,7 @@ def test_options_given_more_than_once_are_read_and_kept():
     args = with_flink_defaults(argv)
     assert PipelineOptions(args).view_as(DebugOptions).experiments == [
         "data_buffer_time_limit_ms=20", "use_deprecated_read"]
-    assert occurrences(args, "max_bundle_time_mills") == ["--max_bundle_time_mills=250"]
+    assert occurrences(args, "max_bundle_time_mills") == ["--max_bundle_time_mills=150"]
 
 
 def test_checkpoint_settings_the_user_gives_are_kept(tmp_path):
@@ -73,7 +73,7 @@ def test_flink_java_options_left_unset_are_sent_to_no_runner():
     declared = set(PipelineOptions([]).view_as(FlinkJavaOptions)._visible_option_list())
     assert declared and not declared & sent
     given = PipelineOptions(runner_args.with_flink_defaults([])).get_all_options()
-    assert given["finish_bundle_before_checkpointing"] is True and given["max_bundle_time_mills"] == 250
+    assert given["finish_bundle_before_checkpointing"] is True and given["max_bundle_time_mills"] == 150
 
 
 def test_no_resume_is_honoured_and_kept_from_the_job(tmp_path):
