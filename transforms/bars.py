@@ -282,7 +282,7 @@ class BuildBarsFn(beam.DoFn):
 
     def _fire_early(self, shard: Shard, now: int, out: Outcome) -> None:
         """The EARLY panes of the waiting symbols that are due at `now`; the others wait on."""
-        early_ms, early_last, books = self.early_ms, shard.early_last, shard.books
+        early_last, books = shard.early_last, shard.books
         if now > shard.clock_ms:
             shard.clock_ms = now
         waiting: dict[str, int] = {}
