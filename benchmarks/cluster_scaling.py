@@ -32,7 +32,6 @@ import argparse
 import bisect
 import os
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -44,11 +43,11 @@ from pathlib import Path
 from benchmarks.common import (
     BenchError,
     EndOffsets,
-    Started,
     dead_letter_reasons,
     per_tick,
     require_broker,
     require_symbol_count,
+    run_benchmark,
     symbol_counts,
     symbols_label,
 )
@@ -99,7 +98,8 @@ class MachineCPU:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():   # not when a prerequisite failed before start()
+            self._thread.join(5)
 
     @staticmethod
     def _roots() -> dict[int, str]:
@@ -335,12 +335,10 @@ def main() -> int:
     args = parser.parse_args()
     parallelisms = [int(p) for p in args.parallelism.split(",") if p.strip()]
 
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_sigterm)
     rest = FlinkRest.at(args.flink_master)
     cpu = MachineCPU()
-    try:
+
+    def body() -> int:
         require_broker(args.bootstrap_servers)
         require_cluster(rest, parallelisms)
         counts = symbol_counts(args.symbols)
@@ -354,21 +352,16 @@ def main() -> int:
             by_count.append((symbols, runs))
         print_summary(by_count, args.ticks)
         return 0
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: stopping what was started", file=sys.stderr)
-        return 130
-    finally:
+
+    def cleanup() -> None:
         cpu.stop()
-        Started.stop_all()
         try:
             for job in rest.jobs():     # a drain interrupted before its submitter stopped its job
                 if job["name"].startswith("scaling-scl") and job["state"] in ACTIVE_STATES:
                     rest.cancel(job["jid"])
         except OSError:
             pass
+    return run_benchmark(body, cleanup)
 
 
 if __name__ == "__main__":

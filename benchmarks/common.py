@@ -1,12 +1,14 @@
 """What the parts of the side-by-side benchmark share: paths, the market of the data, Kafka questions, CPU figures."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Callable
 
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -60,6 +62,29 @@ FIRST_BAR_TIMEOUT_S = 300   # drain: a system with no bar at all by then is give
 
 class BenchError(Exception):
     """A prerequisite is missing or a system under test failed: printed without a traceback."""
+
+
+def run_benchmark(body: Callable[[], int], cleanup: Callable[[], None] | None = None) -> int:
+    """A benchmark command's exit status: `body()`, 2 on a BenchError, 130 when interrupted.
+
+    SIGTERM stops it as Ctrl-C does. Whatever it started is stopped either
+    way (`Started.stop_all`), then `cleanup` runs.
+    """
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return body()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: stopping what was started", file=sys.stderr)
+        return 130
+    finally:
+        Started.stop_all()
+        if cleanup is not None:
+            cleanup()
 
 
 def symbol_counts(text: str | None) -> list[int | None]:

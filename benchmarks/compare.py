@@ -54,10 +54,9 @@ pid when it ends, Ctrl-C included.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
-from benchmarks.common import BenchError, Started, require_broker
+from benchmarks.common import require_broker, run_benchmark
 from benchmarks.drain import run_drain
 from benchmarks.live import run_live
 from market import settings
@@ -103,20 +102,10 @@ def main() -> int:
     live.add_argument("--timeout_s", type=float, default=300, help="for the pipeline's first bar")
     args = parser.parse_args()
 
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
+    def body() -> int:
         require_broker(args.bootstrap_servers)
         return run_drain(args) if args.mode == "drain" else run_live(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: stopping what was started", file=sys.stderr)
-        return 130
-    finally:
-        Started.stop_all()
+    return run_benchmark(body)
 
 
 if __name__ == "__main__":
