@@ -9,7 +9,8 @@ Python DoFn that only counts (LOOPBACK: the DoFn runs in this process), and
 prints records/s between 10 % and 90 % of the topic plus the count every
 `--every_s` seconds, so a read that slows down partway shows. Reads:
 
-* batches: the default, one RecordBatch per batch of one partition's records;
+* batches: the default, one (shard, encoded RecordBatch) per state shard and
+  batch of one partition's records;
 * event_time: the project's per-record read (a schema Row per record);
 * beam: Beam's stock ReadFromKafka with metadata.
 
@@ -34,9 +35,12 @@ _lock = threading.Lock()
 
 
 def count_records(element) -> None:
-    """Count what reached Python: every record of a batch, or one record."""
+    """Count what reached Python: every record of a routed batch, or one record."""
     global _counted
-    size = len(element.values) if hasattr(element, "read_watermark_ms") else 1
+    from pipelines.kafka_io import decode_record_batch
+
+    routed = type(element) is tuple and len(element) == 2   # (shard, batch); a SourceRecord otherwise
+    size = len(decode_record_batch(element[1]).values) if routed else 1
     with _lock:
         _counted += size
 

@@ -39,14 +39,15 @@ EventTimeReadSchema = typing.NamedTuple(
      ("consumer_polling_timeout", typing.Optional[int]),
      ("max_delay_ms", int)])
 
-# pipelines/java/.../KafkaRecordBatchRead.java: the same read, one byte[]
-# per batch of records of one partition (format in KafkaRecordBatchSource).
+# pipelines/java/.../KafkaRecordBatchRead.java: the same read, one
+# (shard, byte[]) per state shard and batch of records of one partition
+# (format in KafkaRecordBatchSource, shard rule in TickShards).
 RECORD_BATCH_READ_URN = "beam:transform:market-data:kafka_read_batches:v1"
 DEFAULT_MAX_BATCH_RECORDS = 2000
 
 RecordBatchReadSchema = typing.NamedTuple(
     "RecordBatchReadSchema",
-    [*EventTimeReadSchema.__annotations__.items(), ("max_batch_records", int)])
+    [*EventTimeReadSchema.__annotations__.items(), ("max_batch_records", int), ("shards", int)])
 
 RECORD_BATCH_VERSION = 1
 NO_READ_WATERMARK = -(2 ** 63)   # Java's Long.MIN_VALUE: the reader had no watermark yet
@@ -100,7 +101,7 @@ def to_source_record(row) -> SourceRecord:
 
 
 class ReadTicksFromKafka(beam.PTransform):
-    """Raw tick records from Kafka: `RecordBatch`es, or `SourceRecord`s one by one.
+    """Raw tick records from Kafka: `(shard, encoded RecordBatch)` pairs, or `SourceRecord`s one by one.
 
     The producer sets each record's timestamp to the tick's event time, so
     elements get their event time and each partition a watermark: the
@@ -113,13 +114,18 @@ class ReadTicksFromKafka(beam.PTransform):
     (apache/beam#20908). Offsets are committed to `consumer_group` when a
     checkpoint is finalized, so a start without a checkpoint resumes there.
 
-    With `batched` (the default, needs `event_time_read`) each element is a
-    `RecordBatch` of up to `max_batch_records` records of one partition,
-    stamped with its earliest record's time (never behind the watermark) and
-    carrying the watermark the read had reported before them (what every
-    step downstream has seen when the batch arrives): one element per batch
-    crosses from the Java read to Python instead of one per record, and each
-    partition has its own reader (pipelines/java, KafkaRecordBatchSource).
+    With `batched` (the default, needs `event_time_read`) the read takes up
+    to `max_batch_records` records of one partition at a time and routes each
+    to the state shard of its tick's symbol (`transforms.ticks.shard_of`,
+    `shards` of them; pipelines/java, TickShards): each element is
+    `(shard, batch)`, the batch those records encoded together
+    (`decode_record_batch` gives the `RecordBatch`), stamped with its
+    earliest record's time (never behind the watermark) and carrying the
+    watermark the read had reported before them (what every step downstream
+    has seen when the batch arrives). One element per shard and batch
+    crosses from the Java read to Python instead of one per record, keyed
+    for the bar step (`MarketAnalytics(routed_records=decode_record_batch)`),
+    and each partition has its own reader (KafkaRecordBatchSource).
     Otherwise each element is a `SourceRecord` with the record's timestamp.
     """
 
@@ -127,7 +133,8 @@ class ReadTicksFromKafka(beam.PTransform):
                  start_offset: str = config.PIPELINE_START_OFFSET, expansion_service=None,
                  max_num_records: int | None = None, watermark_delay_ms: int = config.WATERMARK_DELAY_MS,
                  event_time_read: bool = True, batched: bool = True,
-                 max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS, security: KafkaSecurity | None = None) -> None:
+                 max_batch_records: int = DEFAULT_MAX_BATCH_RECORDS, security: KafkaSecurity | None = None,
+                 shards: int = config.STATE_SHARDS) -> None:
         super().__init__()
         self._consumer_config = {
             "bootstrap.servers": bootstrap_servers,
@@ -149,6 +156,7 @@ class ReadTicksFromKafka(beam.PTransform):
         self._event_time_read = event_time_read
         self._batched = batched and event_time_read
         self._max_batch_records = int(max_batch_records)
+        self._shards = int(shards)
         if self._batched and max_num_records is not None:
             raise ValueError("max_num_records bounds single records: pass batched=False with it")
 
@@ -163,7 +171,7 @@ class ReadTicksFromKafka(beam.PTransform):
                 RECORD_BATCH_READ_URN,
                 NamedTupleBasedPayloadBuilder(RecordBatchReadSchema(
                     **self._event_time_read_config()._asdict(),
-                    max_batch_records=self._max_batch_records)),
+                    max_batch_records=self._max_batch_records, shards=self._shards)),
                 self._expansion_service)
         return ExternalTransform(
             EVENT_TIME_READ_URN, NamedTupleBasedPayloadBuilder(self._event_time_read_config()),
@@ -180,7 +188,9 @@ class ReadTicksFromKafka(beam.PTransform):
     def expand(self, pbegin):
         records = pbegin | "ReadFromKafka" >> self._read()
         if self._batched:
-            return records | "DecodeRecordBatches" >> beam.Map(decode_record_batch).with_output_types(RecordBatch)
+            # Decoded by the keyed step that takes them (transforms.ticks.ShardRecords):
+            # a decode step here would be a Python stage and a shuffle of its own.
+            return records
         return records | "ToSourceRecord" >> beam.Map(to_source_record).with_output_types(SourceRecord)
 
 

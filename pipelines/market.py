@@ -32,8 +32,8 @@ from transforms import MarketAnalytics
 log = logging.getLogger(__name__)
 
 
-def analytics_for(options: MarketOptions) -> MarketAnalytics:
-    """The transforms configured from the pipeline's flags."""
+def analytics_for(options: MarketOptions, routed_records=None) -> MarketAnalytics:
+    """The transforms configured from the pipeline's flags (`routed_records`: see MarketAnalytics)."""
     return MarketAnalytics(
         window_size_s=options.window_size_s,
         allowed_lateness_s=options.allowed_lateness_s,
@@ -42,7 +42,8 @@ def analytics_for(options: MarketOptions) -> MarketAnalytics:
         zscore_threshold=options.zscore_threshold,
         volume_spike_ratio=options.volume_spike_ratio,
         max_future_s=options.max_future_s,
-        shards=options.state_shards)
+        shards=options.state_shards,
+        routed_records=routed_records)
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: beam.PTransform | None = None,
@@ -55,12 +56,17 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: be
     """
     market = options.view_as(MarketOptions)
     security = kafka_security.from_args(market)
+    routed_records = None
     if source is None:
+        batched = market.kafka_read == "event_time"
         source = kafka_io.ReadTicksFromKafka(
             market.bootstrap_servers, market.input_topic, market.consumer_group,
             market.start_offset, expansion_service=expansion_service,
             watermark_delay_ms=market.watermark_delay_ms,
-            event_time_read=market.kafka_read == "event_time", security=security)
+            event_time_read=batched, batched=batched, security=security, shards=market.state_shards)
+        if batched:
+            # The read routes each record to its symbol's shard: the bar step parses them.
+            routed_records = kafka_io.decode_record_batch
     if sinks is None:
         # The project's jar (event-time read) has the batched write too;
         # Beam's stock expansion service has only the per-record one.
@@ -69,7 +75,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PipelineOptions, source: be
                  for name, topic in (("bars", market.output_topic), ("alerts", market.alerts_topic),
                                      ("dead_letters", market.dlq_topic))}
 
-    outputs = pipeline | "ReadTicks" >> source | "AnalyzeMarket" >> analytics_for(market)
+    outputs = pipeline | "ReadTicks" >> source | "AnalyzeMarket" >> analytics_for(market, routed_records)
     kv = typing.Tuple[bytes, bytes]
     _ = (outputs.bars
          | "EncodeBars" >> beam.Map(kafka_io.keyed_json("symbol")).with_output_types(kv)

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 
 from market import config
 from transforms.bars import ComputeBars
-from transforms.ticks import ParseTicks
+from transforms.ticks import ParseTicks, RecordBatch, ShardRecords
 
 
 class MarketOutputs(NamedTuple):
@@ -27,6 +27,12 @@ class MarketAnalytics(beam.PTransform):
     the EARLY panes (see BuildBarsFn); `max_future_s` bounds how far ahead of
     the wall clock a tick may be stamped (None: no bound); `shards` how many
     state keys the bar step spreads the symbols over.
+
+    With `routed_records` the input is instead `(shard, encoded batch)`
+    pairs from a source that already put each record in its symbol's shard
+    (`shard_of`, `shards` of them), and `routed_records` decodes a batch into
+    a `RecordBatch`: the bar step then parses the records itself, with no
+    parse step, shuffle and bundle wait before it (ShardRecords).
     """
 
     def __init__(self,
@@ -38,8 +44,10 @@ class MarketAnalytics(beam.PTransform):
                  volume_spike_ratio: float = config.VOLUME_SPIKE_RATIO,
                  max_future_s: float | None = config.MAX_FUTURE_S,
                  shards: int = config.STATE_SHARDS,
-                 clock=time.time) -> None:
+                 clock=time.time,
+                 routed_records: Callable[[Any], RecordBatch] | None = None) -> None:
         super().__init__()
+        self.routed_records = routed_records
         self.max_future_s = max_future_s
         self.shards = shards
         self.clock = clock
@@ -51,15 +59,23 @@ class MarketAnalytics(beam.PTransform):
         self.volume_spike_ratio = volume_spike_ratio
 
     def expand(self, records: beam.PCollection) -> MarketOutputs:
-        parsed = records | "ParseTicks" >> ParseTicks(self.max_future_s, self.shards)
-        bars = parsed.ticks | "ComputeBars" >> ComputeBars(
+        routed = None
+        if self.routed_records is None:
+            parsed = records | "ParseTicks" >> ParseTicks(self.max_future_s, self.shards)
+            records = parsed.ticks
+        else:
+            routed = ShardRecords(self.routed_records, self.max_future_s, self.shards)
+        bars = records | "ComputeBars" >> ComputeBars(
             window_size_s=self.window_size_s,
             allowed_lateness_s=self.allowed_lateness_s,
             early_firing_s=self.early_firing_s,
             volatility_threshold_pct=self.volatility_threshold_pct,
             zscore_threshold=self.zscore_threshold,
             volume_spike_ratio=self.volume_spike_ratio,
-            clock=self.clock)
+            clock=self.clock,
+            records=routed)
+        if routed is not None:
+            return MarketOutputs(bars=bars.bars, alerts=bars.alerts, dead_letters=bars.dead_letters)
         dead_letters = ((parsed.dead_letters, bars.dead_letters)
                         | "CollectDeadLetters" >> beam.Flatten())
         return MarketOutputs(bars=bars.bars, alerts=bars.alerts, dead_letters=dead_letters)

@@ -88,7 +88,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from market import config, schema
 from transforms.anomalies import ALERTS_TAG, Thresholds
 from transforms.book import FINAL, BarRules, Book, Outcome, unpack_ticks
-from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE
+from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE, ShardRecords
 
 # Journal entries of a shard before it is rewritten as one snapshot: a
 # rebuild replays at most this many, and a snapshot costs one pickle of the
@@ -146,8 +146,11 @@ class BuildBarsFn(beam.DoFn):
     WATERMARK = userstate.TimerSpec("watermark", TimeDomain.WATERMARK)
     EARLY = userstate.TimerSpec("early", TimeDomain.REAL_TIME)
 
-    def __init__(self, rules: BarRules, early_firing_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, rules: BarRules, early_firing_s: float, clock: Callable[[], float] = time.time,
+                 records: ShardRecords | None = None) -> None:
         self.rules = rules
+        # With `records` the input is routed raw records, parsed here (ShardRecords).
+        self.records = records
         self.early_ms = int(early_firing_s * 1000)
         # Processing time for the EARLY timer. A DoFn cannot read its
         # runner's processing-time clock; tests on TestStream pass its clock.
@@ -180,6 +183,12 @@ class BuildBarsFn(beam.DoFn):
                 watermark_timer=beam.DoFn.TimerParam(WATERMARK),
                 early_timer=beam.DoFn.TimerParam(EARLY)):
         key, batches = element
+        if self.records is not None:
+            batches, letters = self.records.parse(key, batches)
+            for letter in letters:
+                yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, letter)
+            if not batches:
+                return
         shard = self._load(key, journal, version)
         out = Outcome()
         now = int(self.clock() * 1000)
@@ -430,7 +439,9 @@ class ComputeBars(beam.PTransform):
     """Per-shard batches of ticks (from `ParseTicks`) → one bar per symbol, window and pane, and alerts.
 
     Every pane carries its cross-window fields (DESIGN.md §4) and each
-    alert id is emitted once (§5).
+    alert id is emitted once (§5). With `records` the input is instead a
+    source's `(shard, encoded records)`, parsed and validated in this step
+    (`ShardRecords`), its rejects among the dead letters.
     """
 
     def __init__(self,
@@ -440,7 +451,8 @@ class ComputeBars(beam.PTransform):
                  volatility_threshold_pct: float = config.VOLATILITY_THRESHOLD_PCT,
                  zscore_threshold: float = config.ZSCORE_THRESHOLD,
                  volume_spike_ratio: float = config.VOLUME_SPIKE_RATIO,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 records: ShardRecords | None = None) -> None:
         super().__init__()
         if window_size_s <= 0 or allowed_lateness_s < 0 or early_firing_s < 0:
             raise ValueError("window_size_s must be > 0, allowed_lateness_s and early_firing_s >= 0")
@@ -449,11 +461,13 @@ class ComputeBars(beam.PTransform):
         self.rules = BarRules.of(int(window_size_s), int(allowed_lateness_s), thresholds)
         self.early_firing_s = early_firing_s
         self.clock = clock
+        self.records = records
 
     def expand(self, ticks: beam.PCollection) -> BarOutputs:
         outputs = (
             ticks
-            | "BuildBarsPerShard" >> beam.ParDo(BuildBarsFn(self.rules, self.early_firing_s, self.clock))
+            | "BuildBarsPerShard" >> beam.ParDo(BuildBarsFn(self.rules, self.early_firing_s, self.clock,
+                                                            self.records))
             # The shard is the state key: a deterministic coder for it.
             .with_input_types(KV[int, Any])
             .with_outputs(DEAD_LETTERS_TAG, ALERTS_TAG, main="bars"))

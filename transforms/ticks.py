@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 from apache_beam import pvalue
@@ -143,53 +143,40 @@ def shard_of(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
-class ParseTickFn(beam.DoFn):
-    """Validates raw records; rejects to `dead_letters` at once, and emits the
-    valid ticks as one `(shard, {symbol: (ticks, read_watermark_ms)})` batch
-    per state shard and bundle when the bundle finishes.
+class TickSorter:
+    """Validates raw records and sorts the valid ticks by (window, symbol); a reject becomes a dead letter.
 
-    A tick is a `tick_row` (transforms/tick_row.py). Batching by shard is what makes the keyed bar
-    step's cost grow with ticks, not with symbols: one element, one state
-    access and one timer per shard and bundle, however many symbols it
-    holds. The batches are stamped with their earliest tick's event time;
-    the runner finishes a bundle before it forwards the watermark past it,
-    so a batch is never later than its ticks would have been.
+    Shared by the parse step (`ParseTickFn`) and the bar step when it reads
+    records itself (`ShardRecords`). Each reject is counted with a Beam
+    metric by its reason; no record can raise out of `add`.
     """
 
-    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S,
-                 shards: int = config.STATE_SHARDS) -> None:
-        if shards < 1:
-            raise ValueError(f"shards must be >= 1, got {shards}")
+    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S) -> None:
         self.max_future_ms = None if max_future_s is None else int(max_future_s * 1000)
-        self.shards = int(shards)
-        self._shard_of: dict[str, int] = {}   # symbol -> shard: one hash per symbol and worker
         self.parsed = Metrics.counter(METRICS_NAMESPACE, "ticks_parsed")
         self.rejected = {reason: Metrics.counter(METRICS_NAMESPACE, f"dead_letters_{reason}")
                          for reason in schema.DEAD_LETTER_REASONS}
 
-    def start_bundle(self) -> None:
-        # (window, symbol) -> [earliest event ms, read watermark ms or None, [ticks]]
-        self._batches: dict[tuple[Any, str], list] = {}
+    def latest_ms(self) -> int | None:
+        """The latest event time a tick read now may have (None: no bound)."""
+        return None if self.max_future_ms is None else int(time.time() * 1000) + self.max_future_ms
 
-    def process(self, element: Any, win=beam.DoFn.WindowParam):
-        latest = None if self.max_future_ms is None else int(time.time() * 1000) + self.max_future_ms
-        if isinstance(element, RecordBatch):
-            watermark = element.read_watermark_ms
-            topic = element.topic
-            for value, key, partition, offset in zip(element.values, element.keys,
-                                                     element.partitions, element.offsets):
-                letter = self._one(value, key, (topic, partition, offset), latest, watermark, win)
-                if letter is not None:
-                    yield letter
-        else:
-            value, key, source = _unpack(element)
-            letter = self._one(value, key, source, latest, None, win)
+    def add_batch(self, batches: dict, batch: RecordBatch, latest: int | None, win: Any) -> list:
+        """Sort the records of `batch` into `batches`; return the dead letters of the others."""
+        letters = []
+        watermark, topic = batch.read_watermark_ms, batch.topic
+        for value, key, partition, offset in zip(batch.values, batch.keys, batch.partitions, batch.offsets):
+            letter = self.add(batches, value, key, (topic, partition, offset), latest, watermark, win)
             if letter is not None:
-                yield letter
+                letters.append(letter)
+        return letters
 
-    def _one(self, value: Any, key: Any, source: tuple | None, latest: int | None,
-             watermark: int | None, win: Any):
-        """Batch one record's tick; return its dead letter instead if it is not one."""
+    def add(self, batches: dict, value: Any, key: Any, source: tuple | None, latest: int | None,
+            watermark: int | None, win: Any) -> tuple | None:
+        """Sort one record's tick into `batches`: (window, symbol) -> [earliest event ms, read watermark, [ticks]].
+
+        Return `(original key, dead letter)` instead if it is not a valid tick.
+        """
         try:
             if value is None:
                 # A Kafka tombstone: no value at all, still a record we received.
@@ -200,9 +187,9 @@ class ParseTickFn(beam.DoFn):
                                     f"record value must be bytes or text, got {type(value).__name__}")
                 value = bytes(value)
             symbol, price, volume, timestamp, seq = tick_fields(value, latest)
-            batch = self._batches.get((win, symbol))
+            batch = batches.get((win, symbol))
             if batch is None:
-                self._batches[(win, symbol)] = batch = [timestamp, watermark, []]
+                batches[(win, symbol)] = batch = [timestamp, watermark, []]
             else:
                 if timestamp < batch[0]:
                     batch[0] = timestamp
@@ -220,6 +207,10 @@ class ParseTickFn(beam.DoFn):
             reason, detail = exc.reason, exc.detail
         except Exception as exc:  # noqa: BLE001 - one record must never fail the pipeline
             reason, detail = schema.REASON_INTERNAL_ERROR, _error_text(exc)
+        return self.reject(reason, detail, value, key, source)
+
+    def reject(self, reason: str, detail: str, value: Any, key: Any, source: tuple | None) -> tuple:
+        """`(original key, dead letter)` of a record, counted."""
         counter = self.rejected.get(reason)
         if counter is not None:
             counter.inc()
@@ -227,21 +218,69 @@ class ParseTickFn(beam.DoFn):
             letter = dead_letter(reason, detail, value, source)
         except Exception as exc:  # noqa: BLE001 - e.g. a source that is not a triple
             letter = dead_letter(schema.REASON_INTERNAL_ERROR, _error_text(exc), None, None)
-        return pvalue.TaggedOutput(DEAD_LETTERS_TAG, (key if isinstance(key, bytes) else None, letter))
+        return key if isinstance(key, bytes) else None, letter
+
+
+class ShardCache:
+    """`shard_of` remembered per symbol: one hash per symbol and worker, bounded."""
+
+    def __init__(self, shards: int) -> None:
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        self.shards = int(shards)
+        self._known: dict[str, int] = {}
+
+    def __call__(self, symbol: str) -> int:
+        shard = self._known.get(symbol)
+        if shard is None:
+            if len(self._known) >= SHARD_CACHE_SYMBOLS:
+                self._known.clear()   # a flood of made-up symbols must not grow it without bound
+            shard = self._known[symbol] = shard_of(symbol, self.shards)
+        return shard
+
+
+class ParseTickFn(beam.DoFn):
+    """Validates raw records; rejects to `dead_letters` at once, and emits the
+    valid ticks as one `(shard, {symbol: (ticks, read_watermark_ms)})` batch
+    per state shard and bundle when the bundle finishes.
+
+    A tick is a `tick_row` (transforms/tick_row.py). Batching by shard is what makes the keyed bar
+    step's cost grow with ticks, not with symbols: one element, one state
+    access and one timer per shard and bundle, however many symbols it
+    holds. The batches are stamped with their earliest tick's event time;
+    the runner finishes a bundle before it forwards the watermark past it,
+    so a batch is never later than its ticks would have been.
+    """
+
+    def __init__(self, max_future_s: float | None = config.MAX_FUTURE_S,
+                 shards: int = config.STATE_SHARDS) -> None:
+        self.sorter = TickSorter(max_future_s)
+        self.shard_of = ShardCache(shards)
+
+    def start_bundle(self) -> None:
+        # (window, symbol) -> [earliest event ms, read watermark ms or None, [ticks]]
+        self._batches: dict[tuple[Any, str], list] = {}
+
+    def process(self, element: Any, win=beam.DoFn.WindowParam):
+        latest = self.sorter.latest_ms()
+        if isinstance(element, RecordBatch):
+            letters = self.sorter.add_batch(self._batches, element, latest, win)
+        else:
+            value, key, source = _unpack(element)
+            letter = self.sorter.add(self._batches, value, key, source, latest, None, win)
+            letters = () if letter is None else (letter,)
+        for letter in letters:
+            yield pvalue.TaggedOutput(DEAD_LETTERS_TAG, letter)
 
     def finish_bundle(self):
         batches, self._batches = self._batches, {}
-        known, shards = self._shard_of, self.shards
+        shard_of = self.shard_of
         # (window, shard) -> [earliest event ms, {symbol: (ticks, read watermark)}]
         by_shard: dict[tuple[Any, int], list] = {}
         parsed = 0
         for (win, symbol), (earliest, watermark, ticks) in batches.items():
             parsed += len(ticks)
-            shard = known.get(symbol)
-            if shard is None:
-                if len(known) >= SHARD_CACHE_SYMBOLS:
-                    known.clear()   # a flood of made-up symbols must not grow it without bound
-                shard = known[symbol] = shard_of(symbol, shards)
+            shard = shard_of(symbol)
             entry = by_shard.get((win, shard))
             if entry is None:
                 by_shard[(win, shard)] = [earliest, {symbol: (ticks, watermark)}]
@@ -249,9 +288,52 @@ class ParseTickFn(beam.DoFn):
                 if earliest < entry[0]:
                     entry[0] = earliest
                 entry[1][symbol] = (ticks, watermark)
-        self.parsed.inc(parsed)   # once per bundle: a metric update per tick is a hot-path cost
+        self.sorter.parsed.inc(parsed)   # once per bundle: a metric update per tick is a hot-path cost
         for (win, shard), (earliest, symbols) in by_shard.items():
             yield WindowedValue((shard, symbols), Timestamp(micros=earliest * 1000), (win,))
+
+
+class ShardRecords:
+    """The parse of a source that routes each record to its symbol's shard itself.
+
+    Such a source (pipelines/kafka_io.py's batched read) yields
+    `(shard, encoded batch)`; the bar step parses each with `parse` as it
+    comes, so no parse step, shuffle and bundle wait come before it.
+    `decode` turns an encoded batch into a `RecordBatch`. A valid tick
+    routed to another shard than its symbol's (the source's rule and
+    `shard_of` disagree) is a dead letter (`internal_error`): a symbol's
+    ticks never make two books.
+    """
+
+    def __init__(self, decode: Callable[[Any], RecordBatch], max_future_s: float | None = config.MAX_FUTURE_S,
+                 shards: int = config.STATE_SHARDS) -> None:
+        self.decode = decode
+        self.sorter = TickSorter(max_future_s)
+        self.shard_of = ShardCache(shards)
+
+    def parse(self, shard: int, encoded: Any) -> tuple[dict, list]:
+        """({symbol: (ticks, read watermark)}, dead letters) of one routed batch."""
+        try:
+            batch = self.decode(encoded)
+        except Exception as exc:  # noqa: BLE001 - a batch the source wrote wrong: visible, not fatal
+            return {}, [self.sorter.reject(schema.REASON_INTERNAL_ERROR, f"undecodable record batch: "
+                                           f"{_error_text(exc)}", encoded, None, None)]
+        sorted_ticks: dict[tuple[Any, str], list] = {}
+        letters = self.sorter.add_batch(sorted_ticks, batch, self.sorter.latest_ms(), None)
+        batches = {}
+        parsed = 0
+        for (_, symbol), (_, watermark, ticks) in sorted_ticks.items():
+            own = self.shard_of(symbol)
+            if own != shard:
+                detail = f"routed to state shard {shard}, its symbol {symbol!r} is in shard {own}"
+                letters.extend(self.sorter.reject(schema.REASON_INTERNAL_ERROR, detail,
+                                                  tick[RAW], tick[KEY], tick[SOURCE]) for tick in ticks)
+                continue
+            parsed += len(ticks)
+            batches[symbol] = (ticks, watermark)
+        if parsed:
+            self.sorter.parsed.inc(parsed)
+        return batches, letters
 
 
 class ParsedTicks(NamedTuple):

@@ -35,10 +35,12 @@ LOCAL_MASTERS = ("[local]", "[auto]")
 # combiner window step; v3: the bar step keyed by shard of symbols, with a
 # journal, replaced the per-symbol bar and anomaly steps; v4: journal entries
 # carry processing time and snapshots each symbol's last EARLY pane, for the
-# EARLY pane at once). A new layout gets a
+# EARLY pane at once; v5: the Kafka read routes records to their shard, with
+# its waiting batches in its checkpoint mark, and the parse step is gone).
+# A new layout gets a
 # folder of its own, so an upgraded `make run` starts from the consumer
 # group's committed offsets instead of failing to restore, crash after crash.
-STATE_LAYOUT = "v4"
+STATE_LAYOUT = "v5"
 
 
 def checkpoint_dir() -> Path:

@@ -4,7 +4,8 @@ A 3-partition topic, parallelism 2 (so one subtask runs two partition
 readers), `ReadTicksFromKafka`'s default read into a Python DoFn that
 reports every record it got, through a second topic read back with
 confluent-kafka: each record arrives exactly once with its key, value,
-partition and offset; tombstones, null keys and bytes that are not UTF-8
+partition and offset, in the state shard of its tick's symbol (by offset
+when it is not a tick); tombstones, null keys and bytes that are not UTF-8
 come through as they were; the read watermark a batch carries (the one the
 reader had reported before it) never goes down along a partition, and a
 batch is stamped with its earliest record unless that is behind it.
@@ -24,22 +25,27 @@ from pipelines import kafka_io
 from runners.local import beam as local_beam
 from tests.conftest import committed_offsets
 from transforms import RecordBatch
+from transforms.ticks import shard_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.flink, pytest.mark.e2e,
               pytest.mark.usefixtures("beam_services_end_with_test")]
 
 PARTITIONS = 3
 RECORDS = 3000
+SHARDS = 16
 
 
-def record_reports(batch: RecordBatch, timestamp=beam.DoFn.TimestampParam) -> typing.Iterator[tuple[bytes, bytes]]:
-    """One (partition:offset, JSON) report per record of `batch`, with what the batch carried."""
+def record_reports(routed: tuple[int, bytes], timestamp=beam.DoFn.TimestampParam) -> typing.Iterator[tuple[bytes, bytes]]:
+    """One (partition:offset, JSON) report per record of a routed batch, with what the batch carried."""
+    shard, encoded = routed
+    batch: RecordBatch = kafka_io.decode_record_batch(encoded)
     first_offset = batch.offsets[0] if batch.offsets else None
     for key, value, partition, offset in zip(batch.keys, batch.values, batch.partitions, batch.offsets):
         report = {"key": None if key is None else key.hex(), "value": None if value is None else value.hex(),
                   "topic": batch.topic, "partition": partition, "offset": offset,
                   "batch_first_offset": first_offset, "batch_size": len(batch.offsets),
-                  "read_watermark_ms": batch.read_watermark_ms, "batch_timestamp_ms": timestamp.micros // 1000}
+                  "read_watermark_ms": batch.read_watermark_ms, "batch_timestamp_ms": timestamp.micros // 1000,
+                  "shard": shard}
         yield f"{partition}:{offset}".encode(), json.dumps(report).encode()
 
 
@@ -87,7 +93,7 @@ def test_every_record_once_through_batches(kafka_bootstrap, flink_jars, make_top
         _ = (pipeline
              | "ReadTicks" >> kafka_io.ReadTicksFromKafka(
                  kafka_bootstrap, source, f"batch-read-{source}", expansion_service=expansion,
-                 max_batch_records=400)
+                 max_batch_records=400, shards=SHARDS)
              | "ReportRecords" >> beam.FlatMap(record_reports).with_output_types(typing.Tuple[bytes, bytes])
              | "WriteReports" >> kafka_io.WriteToTopic(kafka_bootstrap, sink, expansion))
         result = pipeline.run()
@@ -132,6 +138,14 @@ def test_every_record_once_through_batches(kafka_bootstrap, flink_jars, make_top
     assert not missing, f"{len(missing)} of {RECORDS} records never arrived, e.g. {missing[:5]}"
     assert got == sent
     assert {report["topic"] for report in reports} == {source}
+    for report in reports:
+        value = got[(report["partition"], report["offset"])][1]
+        try:
+            want = shard_of(json.loads(value)["symbol"].upper(), SHARDS)
+        except (TypeError, ValueError):
+            want = report["offset"] % SHARDS      # not a tick: spread by offset
+        assert report["shard"] == want, report
+    assert len({report["shard"] for report in reports}) > 7, "records of no tick were spread"
 
     batches = {(r["partition"], r["batch_first_offset"]): r for r in reports}
     assert len(batches) < RECORDS / 2, "records did not travel in batches"

@@ -19,6 +19,9 @@ from market import schema
 from tests.reference import Batch, analyze, close_enough
 from tests.transforms.streams import MINUTE, T0, at, run
 from transforms import MarketAnalytics, RecordBatch
+from transforms.ticks import shard_of
+
+SHARDS = 8
 
 SYMBOLS = ["AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA", "META", "BTC-USD", "ETH-USD", "SPY", "EUR/USD", "BRK.B"]
 WINDOWS = 32
@@ -83,27 +86,58 @@ def generate(seed: int = 20251125) -> list[tuple[int, list]]:
     return batches
 
 
+def routed_shard(value: bytes, offset: int) -> int:
+    """The shard the Kafka read routes a record to (pipelines/java TickShards): its symbol's, else by offset."""
+    try:
+        symbol = json.loads(value)["symbol"]
+        return shard_of(symbol.upper(), SHARDS)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return offset % SHARDS
+
+
+def routed(batch: RecordBatch) -> list[tuple[int, RecordBatch]]:
+    """`batch` split by shard, as the Kafka read delivers a read: (shard, that shard's records)."""
+    by_shard: dict[int, list[int]] = {}
+    for index, (value, offset) in enumerate(zip(batch.values, batch.offsets)):
+        by_shard.setdefault(routed_shard(value, offset), []).append(index)
+    return [(shard, RecordBatch([batch.values[i] for i in rows], [batch.keys[i] for i in rows], batch.topic,
+                                [batch.partitions[i] for i in rows], [batch.offsets[i] for i in rows],
+                                batch.read_watermark_ms))
+            for shard, rows in sorted(by_shard.items())]
+
+
+def the_batch(batch: RecordBatch) -> RecordBatch:
+    """A routed batch's decode when the test hands over RecordBatches themselves."""
+    return batch
+
+
 @pytest.mark.e2e
-def test_market_analytics_matches_the_reference():
+@pytest.mark.parametrize("routed_by_source", [False, True], ids=["parse_step", "routed_by_the_read"])
+def test_market_analytics_matches_the_reference(routed_by_source):
     batches = generate()
     n_ticks = sum(1 for _, records in batches for value, _ in records if value not in BAD_VALUES)
     assert n_ticks >= 10_000
 
     # Each arrival is a RecordBatch carrying the source watermark it was read
     # at, as the Kafka read delivers them: lateness is judged against it.
+    # Routed by the source: split by shard, and parsed in the bar step.
     stream = TestStream()
+    offset = 0
     for watermark, records in batches:
         n = len(records)
         batch = RecordBatch([value for value, _ in records], [None] * n, "raw_stock_ticks",
-                            [0] * n, list(range(n)), watermark)
+                            [0] * n, list(range(offset, offset + n)), watermark)
+        offset += n
+        elements = routed(batch) if routed_by_source else [batch]
         stream = stream.advance_watermark_to(at(watermark)).add_elements(
-            [TimestampedValue(batch, at(watermark))])
+            [TimestampedValue(element, at(watermark)) for element in elements])
     stream = stream.advance_watermark_to(at(T0 + (WINDOWS + 2) * MINUTE)).advance_watermark_to_infinity()
 
     def build(records):
         # No EARLY panes: they depend on processing time, which the reference
         # does not model (a first tick would get one at once, moving pane indexes).
-        out = records | MarketAnalytics(early_firing_s=0)
+        out = records | MarketAnalytics(early_firing_s=0, shards=SHARDS,
+                                        routed_records=the_batch if routed_by_source else None)
         return {"bars": out.bars, "alerts": out.alerts, "dead": out.dead_letters}
     out = run(stream, build)
     expected = analyze([Batch(w, [value for value, _ in records]) for w, records in batches])

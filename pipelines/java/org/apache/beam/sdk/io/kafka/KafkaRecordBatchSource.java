@@ -5,16 +5,26 @@ import static org.apache.beam.vendor.guava.v32_1_2_jre.com.google.common.base.Pr
 import java.io.ByteArrayOutputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.List;
 import java.util.NoSuchElementException;
+import java.util.Optional;
 import org.apache.beam.sdk.coders.ByteArrayCoder;
 import org.apache.beam.sdk.coders.Coder;
+import org.apache.beam.sdk.coders.CustomCoder;
+import org.apache.beam.sdk.coders.KvCoder;
+import org.apache.beam.sdk.coders.VarIntCoder;
+import org.apache.beam.sdk.coders.VarLongCoder;
 import org.apache.beam.sdk.io.UnboundedSource;
 import org.apache.beam.sdk.options.PipelineOptions;
 import org.apache.beam.sdk.transforms.windowing.BoundedWindow;
+import org.apache.beam.sdk.values.KV;
 import org.apache.kafka.common.TopicPartition;
 import org.checkerframework.checker.nullness.qual.Nullable;
 import org.joda.time.Instant;
@@ -28,9 +38,11 @@ import org.joda.time.Instant;
  * of the others. With one partition per reader, Flink's UnboundedSourceWrapper runs as many
  * readers per subtask as it needs, and each of their advance() calls returns a whole batch.
  *
- * <p>Each element is the records of one partition that were immediately available, at most
- * {@code maxBatchRecords} of them or about {@link #MAX_BATCH_BYTES} of keys and values, as one
- * byte[] (big-endian, {@link DataOutputStream}):
+ * <p>The records of one partition that were immediately available, at most {@code
+ * maxBatchRecords} of them or about {@link #MAX_BATCH_BYTES} of keys and values, are read
+ * together and split by state shard ({@link TickShards}): each element is {@code KV(shard,
+ * batch)}, the batch being that shard's records of the read, in offset order, as one byte[]
+ * (big-endian, {@link DataOutputStream}):
  *
  * <pre>
  *   int32 version = 1
@@ -49,22 +61,31 @@ import org.joda.time.Instant;
  * is reported only after them: judged against it, a backlog drained in batches that each span
  * more than the allowed lateness would look late. The batch's timestamp is its earliest record's,
  * but never behind a watermark already reported, so no batch is late as a whole.
+ *
+ * <p>The batches of one read go out one per advance(). Until the last has, the reader's watermark
+ * stays at or before their earliest record, and its checkpoint mark ({@link Mark}) holds
+ * the ones not yet emitted: the Kafka offsets it restores from are past them, and a restore emits
+ * them first. The offsets it commits to the consumer group are those of the first record not yet
+ * emitted, so a start from the group's offsets skips nothing either.
  */
-class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark> {
+class KafkaRecordBatchSource extends UnboundedSource<KV<Long, byte[]>, KafkaRecordBatchSource.Mark> {
   static final int FORMAT_VERSION = 1;
   static final long MAX_BATCH_BYTES = 1 << 20;
   static final long NO_WATERMARK = Long.MIN_VALUE;
 
   private final KafkaUnboundedSource<byte[], byte[]> kafka;
   private final int maxBatchRecords;
+  private final TickShards shards;
 
-  KafkaRecordBatchSource(KafkaIO.Read<byte[], byte[]> spec, int maxBatchRecords) {
-    this(new KafkaUnboundedSource<>(spec, -1), maxBatchRecords);
+  KafkaRecordBatchSource(KafkaIO.Read<byte[], byte[]> spec, int maxBatchRecords, TickShards shards) {
+    this(new KafkaUnboundedSource<>(spec, -1), maxBatchRecords, shards);
   }
 
-  private KafkaRecordBatchSource(KafkaUnboundedSource<byte[], byte[]> kafka, int maxBatchRecords) {
+  private KafkaRecordBatchSource(
+      KafkaUnboundedSource<byte[], byte[]> kafka, int maxBatchRecords, TickShards shards) {
     this.kafka = kafka;
     this.maxBatchRecords = maxBatchRecords;
+    this.shards = shards;
   }
 
   @Override
@@ -75,14 +96,14 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
     // which restoring a checkpoint relies on).
     List<KafkaRecordBatchSource> splits = new ArrayList<>();
     for (KafkaUnboundedSource<byte[], byte[]> split : kafka.split(Integer.MAX_VALUE, options)) {
-      splits.add(new KafkaRecordBatchSource(split, maxBatchRecords));
+      splits.add(new KafkaRecordBatchSource(split, maxBatchRecords, shards));
     }
     return splits;
   }
 
   @Override
-  public UnboundedReader<byte[]> createReader(
-      PipelineOptions options, @Nullable KafkaCheckpointMark checkpointMark) throws IOException {
+  public UnboundedReader<KV<Long, byte[]>> createReader(
+      PipelineOptions options, @Nullable Mark checkpointMark) throws IOException {
     KafkaRecordBatchSource single = this;
     if (partitions().size() != 1) {
       List<KafkaRecordBatchSource> splits;
@@ -98,7 +119,10 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
           splits);
       single = splits.get(0);
     }
-    return new Reader(single, single.kafka.createReader(options, checkpointMark));
+    return new Reader(
+        single,
+        single.kafka.createReader(options, checkpointMark == null ? null : checkpointMark.kafka),
+        checkpointMark == null ? Collections.emptyList() : checkpointMark.pending);
   }
 
   private List<TopicPartition> partitions() {
@@ -107,8 +131,8 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
   }
 
   @Override
-  public Coder<KafkaCheckpointMark> getCheckpointMarkCoder() {
-    return kafka.getCheckpointMarkCoder();
+  public Coder<Mark> getCheckpointMarkCoder() {
+    return new MarkCoder(kafka.getCheckpointMarkCoder());
   }
 
   @Override
@@ -117,8 +141,12 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
   }
 
   @Override
-  public Coder<byte[]> getOutputCoder() {
-    return ByteArrayCoder.of();
+  public Coder<KV<Long, byte[]>> getOutputCoder() {
+    return outputCoder();
+  }
+
+  static Coder<KV<Long, byte[]>> outputCoder() {
+    return KvCoder.of(VarLongCoder.of(), ByteArrayCoder.of());
   }
 
   @Override
@@ -126,62 +154,111 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
     return "KafkaRecordBatchSource" + partitions();
   }
 
-  /** Delegates to the Kafka reader; each advance() drains what is available into one batch. */
-  static class Reader extends UnboundedReader<byte[]> {
+  /** A shard's batch of a read, not emitted yet. */
+  static final class Pending {
+    final long shard;
+    final byte[] batch;
+    final long minTimestampMs;
+    final long firstOffset;
+
+    Pending(long shard, byte[] batch, long minTimestampMs, long firstOffset) {
+      this.shard = shard;
+      this.batch = batch;
+      this.minTimestampMs = minTimestampMs;
+      this.firstOffset = firstOffset;
+    }
+  }
+
+  /**
+   * Delegates to the Kafka reader; each read drains what is available, and its batches, one per
+   * shard, go out one per advance().
+   */
+  static class Reader extends UnboundedReader<KV<Long, byte[]>> {
     private final KafkaRecordBatchSource source;
     private final KafkaUnboundedReader<byte[], byte[]> kafka;
     private final TopicPartition partition;
-    private byte @Nullable [] current = null;
+    private final ArrayDeque<Pending> pending;
+    private @Nullable KV<Long, byte[]> current = null;
     private @Nullable Instant currentTimestamp = null;
     // The highest watermark getWatermark() returned: Flink emits each value it gets from there.
     private Instant reported = BoundedWindow.TIMESTAMP_MIN_VALUE;
 
-    Reader(KafkaRecordBatchSource source, KafkaUnboundedReader<byte[], byte[]> kafka) {
+    Reader(
+        KafkaRecordBatchSource source,
+        KafkaUnboundedReader<byte[], byte[]> kafka,
+        List<Pending> restored) {
       this.source = source;
       this.kafka = kafka;
       this.partition = source.partitions().get(0);
+      this.pending = new ArrayDeque<>(restored);
     }
 
     @Override
     public boolean start() throws IOException {
-      return readBatch(kafka.start());
+      // The Kafka reader starts (and may hold a record) even when a restore left batches to emit.
+      boolean available = kafka.start();
+      if (available) {
+        readBatches();
+      }
+      return emitNext();
     }
 
     @Override
     public boolean advance() throws IOException {
-      return readBatch(kafka.advance());
+      if (pending.isEmpty() && kafka.advance()) {
+        readBatches();
+      }
+      return emitNext();
     }
 
-    /** Drain what the Kafka reader has now, starting with its current record if `available`. */
-    private boolean readBatch(boolean available) throws IOException {
-      if (!available) {
+    private boolean emitNext() {
+      Pending next = pending.poll();
+      if (next == null) {
+        current = null;
+        currentTimestamp = null;
         return false;
       }
-      BatchWriter batch = new BatchWriter(partition.topic(), partition.partition());
-      add(batch, kafka.getCurrent());
-      // advance() == false means the Kafka reader's hand-off queue was empty for a moment: what
-      // has been read so far goes now rather than waiting for a full batch.
-      while (batch.count() < source.maxBatchRecords
-          && batch.bytes() < MAX_BATCH_BYTES
-          && kafka.advance()) {
-        add(batch, kafka.getCurrent());
-      }
-      current =
-          batch.toByteArray(
-              reported.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE)
-                  ? reported.getMillis()
-                  : NO_WATERMARK);
-      currentTimestamp = atLeast(new Instant(batch.minTimestamp()), reported);
+      current = KV.of(next.shard, next.batch);
+      currentTimestamp = atLeast(new Instant(next.minTimestampMs), reported);
       return true;
     }
 
-    private void add(BatchWriter batch, KafkaRecord<byte[], byte[]> record) {
-      checkState(
-          record.getPartition() == partition.partition()
-              && record.getTopic().equals(partition.topic()),
-          "record of %s-%s in the reader of %s",
-          record.getTopic(), record.getPartition(), partition);
-      batch.add(record);
+    /** Drain what the Kafka reader has now, starting with its current record, into batches by shard. */
+    private void readBatches() throws IOException {
+      TickShards shards = source.shards;
+      BatchWriter[] writers = new BatchWriter[shards.count()];
+      int count = 0;
+      long bytes = 0;
+      // advance() == false means the Kafka reader's hand-off queue was empty for a moment: what
+      // has been read so far goes now rather than waiting for a full batch.
+      do {
+        KafkaRecord<byte[], byte[]> record = kafka.getCurrent();
+        checkState(
+            record.getPartition() == partition.partition()
+                && record.getTopic().equals(partition.topic()),
+            "record of %s-%s in the reader of %s",
+            record.getTopic(), record.getPartition(), partition);
+        int shard = shards.shardOf(record.getKV().getValue(), record.getOffset());
+        BatchWriter writer = writers[shard];
+        if (writer == null) {
+          writer = writers[shard] = new BatchWriter(partition.topic(), partition.partition());
+        }
+        bytes += writer.add(record);
+        count++;
+      } while (count < source.maxBatchRecords && bytes < MAX_BATCH_BYTES && kafka.advance());
+      long readWatermark =
+          reported.isAfter(BoundedWindow.TIMESTAMP_MIN_VALUE) ? reported.getMillis() : NO_WATERMARK;
+      for (int shard = 0; shard < writers.length; shard++) {
+        BatchWriter writer = writers[shard];
+        if (writer != null) {
+          pending.add(
+              new Pending(
+                  shard,
+                  writer.toByteArray(readWatermark),
+                  writer.minTimestamp(),
+                  writer.firstOffset()));
+        }
+      }
     }
 
     private static Instant atLeast(Instant value, Instant floor) {
@@ -191,13 +268,22 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
     @Override
     public Instant getWatermark() {
       // Monotone (the Kafka reader's is not: a caught-up partition follows the clock, then a
-      // record older than the clock arrives), and exactly what the next batch carries.
-      reported = atLeast(kafka.getWatermark(), reported);
+      // record older than the clock arrives), and what the next read's batches carry. While
+      // batches of a read wait, not past their earliest record: no window of theirs may get its
+      // ON_TIME pane before they arrive (their read watermark, written before, is then lower than
+      // what the steps downstream have seen, but still before every record of theirs).
+      Instant watermark = kafka.getWatermark();
+      for (Pending batch : pending) {
+        if (batch.minTimestampMs < watermark.getMillis()) {
+          watermark = new Instant(batch.minTimestampMs);
+        }
+      }
+      reported = atLeast(watermark, reported);
       return reported;
     }
 
     @Override
-    public byte[] getCurrent() throws NoSuchElementException {
+    public KV<Long, byte[]> getCurrent() throws NoSuchElementException {
       if (current == null) {
         throw new NoSuchElementException();
       }
@@ -213,8 +299,30 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
     }
 
     @Override
-    public CheckpointMark getCheckpointMark() {
-      return kafka.getCheckpointMark();
+    public Mark getCheckpointMark() {
+      KafkaCheckpointMark consumed = (KafkaCheckpointMark) kafka.getCheckpointMark();
+      if (pending.isEmpty()) {
+        return new Mark(consumed, consumed, Collections.emptyList());
+      }
+      long firstWaiting = Long.MAX_VALUE;
+      for (Pending batch : pending) {
+        firstWaiting = Math.min(firstWaiting, batch.firstOffset);
+      }
+      List<KafkaCheckpointMark.PartitionMark> commit = new ArrayList<>();
+      for (KafkaCheckpointMark.PartitionMark mark : consumed.getPartitions()) {
+        commit.add(
+            new KafkaCheckpointMark.PartitionMark(
+                mark.getTopic(),
+                mark.getPartition(),
+                Math.min(mark.getNextOffset(), firstWaiting),
+                mark.getWatermarkMillis()));
+      }
+      Optional<KafkaUnboundedReader<?, ?>> committer =
+          source.kafka.getSpec().isCommitOffsetsInFinalizeEnabled()
+              ? Optional.of(kafka)
+              : Optional.empty();
+      return new Mark(
+          consumed, new KafkaCheckpointMark(commit, committer), new ArrayList<>(pending));
     }
 
     @Override
@@ -228,7 +336,7 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
     }
 
     @Override
-    public UnboundedSource<byte[], ?> getCurrentSource() {
+    public UnboundedSource<KV<Long, byte[]>, ?> getCurrentSource() {
       return source;
     }
 
@@ -236,6 +344,73 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
     public void close() throws IOException {
       kafka.close();
     }
+  }
+
+  /**
+   * The Kafka reader's mark (every record consumed) and the batches of those records not emitted
+   * yet. Finalizing commits the offset of the first record not emitted.
+   */
+  static final class Mark implements UnboundedSource.CheckpointMark {
+    final KafkaCheckpointMark kafka;
+    private final transient KafkaCheckpointMark commit;
+    final List<Pending> pending;
+
+    Mark(KafkaCheckpointMark kafka, @Nullable KafkaCheckpointMark commit, List<Pending> pending) {
+      this.kafka = kafka;
+      this.commit = commit;
+      this.pending = pending;
+    }
+
+    @Override
+    public void finalizeCheckpoint() throws IOException {
+      if (commit != null) {
+        commit.finalizeCheckpoint();
+      }
+    }
+
+    @Override
+    public String toString() {
+      return "Mark{" + kafka + ", " + pending.size() + " batches waiting}";
+    }
+  }
+
+  /** The Kafka mark in Kafka's own coder, then the waiting batches. */
+  static final class MarkCoder extends CustomCoder<Mark> {
+    private final Coder<KafkaCheckpointMark> kafkaCoder;
+
+    MarkCoder(Coder<KafkaCheckpointMark> kafkaCoder) {
+      this.kafkaCoder = kafkaCoder;
+    }
+
+    @Override
+    public void encode(Mark mark, OutputStream out) throws IOException {
+      kafkaCoder.encode(mark.kafka, out);
+      VarIntCoder.of().encode(mark.pending.size(), out);
+      for (Pending batch : mark.pending) {
+        VarLongCoder.of().encode(batch.shard, out);
+        VarLongCoder.of().encode(batch.minTimestampMs, out);
+        VarLongCoder.of().encode(batch.firstOffset, out);
+        ByteArrayCoder.of().encode(batch.batch, out);
+      }
+    }
+
+    @Override
+    public Mark decode(InputStream in) throws IOException {
+      KafkaCheckpointMark kafka = kafkaCoder.decode(in);
+      int count = VarIntCoder.of().decode(in);
+      List<Pending> pending = new ArrayList<>(count);
+      for (int i = 0; i < count; i++) {
+        long shard = VarLongCoder.of().decode(in);
+        long minTimestampMs = VarLongCoder.of().decode(in);
+        long firstOffset = VarLongCoder.of().decode(in);
+        pending.add(new Pending(shard, ByteArrayCoder.of().decode(in), minTimestampMs, firstOffset));
+      }
+      // A restored mark commits nothing: the reader that read it is gone (as KafkaCheckpointMark).
+      return new Mark(kafka, null, pending);
+    }
+
+    @Override
+    public void verifyDeterministic() {}
   }
 
   /** Writes one batch in the format above; header fields known only at the end are patched. */
@@ -247,6 +422,7 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
     private int count = 0;
     private long bytes = 0;
     private long minTimestamp = Long.MAX_VALUE;
+    private long firstOffset = -1;
 
     BatchWriter(String topic, int partition) {
       byte[] topicBytes = topic.getBytes(StandardCharsets.UTF_8);
@@ -264,7 +440,8 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
       }
     }
 
-    void add(KafkaRecord<byte[], byte[]> record) {
+    /** Append a record; return the bytes of its key and value. */
+    long add(KafkaRecord<byte[], byte[]> record) {
       byte[] key = record.getKV().getKey();
       byte[] value = record.getKV().getValue();
       try {
@@ -275,9 +452,14 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
       } catch (IOException e) {
         throw new UncheckedIOException(e);
       }
+      if (count == 0) {
+        firstOffset = record.getOffset();
+      }
       count++;
-      bytes += (key == null ? 0 : key.length) + (value == null ? 0 : value.length);
+      long size = (key == null ? 0 : key.length) + (value == null ? 0 : value.length);
+      bytes += size;
       minTimestamp = Math.min(minTimestamp, record.getTimestamp());
+      return size;
     }
 
     private void writeBytes(byte @Nullable [] data) throws IOException {
@@ -299,6 +481,10 @@ class KafkaRecordBatchSource extends UnboundedSource<byte[], KafkaCheckpointMark
 
     long minTimestamp() {
       return minTimestamp;
+    }
+
+    long firstOffset() {
+      return firstOffset;
     }
 
     byte[] toByteArray(long readWatermarkMs) {
