@@ -211,6 +211,11 @@ class KafkaRecordBatchSource extends UnboundedSource<KV<Long, byte[]>, KafkaReco
       return emitNext();
     }
 
+    /** Batches of the last read not emitted yet. */
+    int waiting() {
+      return pending.size();
+    }
+
     private boolean emitNext() {
       Pending next = pending.poll();
       if (next == null) {
