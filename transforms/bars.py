@@ -54,7 +54,8 @@ State of a shard: a journal and a version.
   timer fired at a given time. Every call is a deterministic
   function of the books and its entry, so replaying the entries on the
   snapshot gives the books again, pane indexes, histories and alert marks
-  included. After `COMPACT_AFTER` entries the journal is rewritten as one
+  included. Once the entries hold as many bytes as the snapshot (or after
+  `COMPACT_AFTER` of them) the journal is rewritten as one
   snapshot. A call thus writes what it was given, not the books it touched:
   a tick costs 32 bytes of state, not a re-encoded book.
 * `VERSION`, (writer, counter, entries): which write the state holds.
@@ -90,10 +91,16 @@ from transforms.anomalies import ALERTS_TAG, Thresholds
 from transforms.book import FINAL, BarRules, Book, Outcome, unpack_ticks
 from transforms.ticks import DEAD_LETTERS_TAG, METRICS_NAMESPACE, ShardRecords
 
-# Journal entries of a shard before it is rewritten as one snapshot: a
-# rebuild replays at most this many, and a snapshot costs one pickle of the
-# shard's books every this many calls.
-COMPACT_AFTER = 64
+# When a shard's journal is rewritten as one snapshot: once the entries
+# since the last snapshot hold as many bytes as it did (each snapshot, a
+# pickle of the shard's books, is then paid for by as many bytes of ticks,
+# whether they came in few calls or many small ones), and at the latest
+# after COMPACT_AFTER entries (a rebuild replays at most that many). Not
+# before COMPACT_MIN entries: a shard of few quiet symbols has a small
+# snapshot. An entry that is not ticks counts ENTRY_BYTES.
+COMPACT_AFTER = 512
+COMPACT_MIN = 16
+ENTRY_BYTES = 64
 PICKLE_PROTOCOL = 5
 GC_THRESHOLD = 50_000
 
@@ -103,13 +110,15 @@ _GLOBAL = (GlobalWindow(),)
 class Shard:
     """A shard's books decoded in a worker's memory, with what its timers need."""
 
-    __slots__ = ("version", "counter", "entries", "books", "on_time", "closing", "dirty", "settled",
+    __slots__ = ("version", "counter", "entries", "entry_bytes", "snapshot_bytes", "books", "on_time", "closing", "dirty", "settled",
                  "event_at", "early_at", "early_last", "next_early", "clock_ms")
 
     def __init__(self, counter: int = 0) -> None:
         self.version: tuple | None = None   # (writer, counter) of the state this memory equals
         self.counter = counter
         self.entries = 0                    # entries in the journal
+        self.entry_bytes = 0                # bytes of the entries since the snapshot (ENTRY_BYTES a timer)
+        self.snapshot_bytes = 0             # bytes of the journal's snapshot (0: none)
         self.books: dict[str, Book] = {}
         # Window end ms -> symbols: windows awaiting their ON_TIME pane, and
         # final windows awaiting their close (end + allowed lateness).
@@ -330,13 +339,17 @@ class BuildBarsFn(beam.DoFn):
             kind = entry[0]
             if kind == SNAPSHOT:
                 self._restore_snapshot(shard, pickle.loads(entry[1]))
+                shard.snapshot_bytes, shard.entry_bytes = len(entry[1]), 0
             elif kind == TICKS:
+                shard.entry_bytes += len(entry[1])
                 self._take(shard, ((symbol, (unpack_ticks(packed), watermark))
                                    for symbol, watermark, packed in pickle.loads(entry[1])), entry[2], scratch)
             elif kind == EARLY_FIRED:
                 self._fire_early(shard, entry[1], scratch)
+                shard.entry_bytes += ENTRY_BYTES
             elif kind == WATERMARK_FIRED:
                 self._fire_watermark(shard, entry[1], scratch)
+                shard.entry_bytes += ENTRY_BYTES
             scratch.bars.clear()
             scratch.alerts.clear()
             scratch.dead_letters.clear()
@@ -372,13 +385,18 @@ class BuildBarsFn(beam.DoFn):
 
     def _commit(self, shard: Shard, entry: tuple | None, journal, version) -> None:
         """Journal what this call did and mark memory as equal to state."""
-        if shard.entries >= COMPACT_AFTER:
+        if shard.entries >= COMPACT_AFTER or (shard.entries >= COMPACT_MIN
+                                              and shard.entry_bytes >= shard.snapshot_bytes):
+            snapshot = self._snapshot(shard)
             journal.clear()
-            journal.add((SNAPSHOT, self._snapshot(shard)))
-            shard.entries = 1
+            journal.add((SNAPSHOT, snapshot))
+            shard.entries, shard.entry_bytes, shard.snapshot_bytes = 1, 0, len(snapshot)
         elif entry is not None:
             if entry[0] == TICKS:
                 entry = (TICKS, pickle.dumps(entry[1], PICKLE_PROTOCOL), entry[2])
+                shard.entry_bytes += len(entry[1])
+            else:
+                shard.entry_bytes += ENTRY_BYTES
             journal.add(entry)
             shard.entries += 1
         shard.counter += 1

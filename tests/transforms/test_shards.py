@@ -16,6 +16,7 @@ from apache_beam.coders.coders import TimestampCoder
 from apache_beam.utils.timestamp import Timestamp
 
 from tests.transforms.streams import MINUTE, T0, tick_json
+from transforms import bars
 from transforms.anomalies import Thresholds
 from transforms.bars import BuildBarsFn
 from transforms.book import BarRules
@@ -188,6 +189,12 @@ def test_a_stale_instance_rebuilds_instead_of_trusting_its_memory():
     assert comparable(play(calls, lambda n: pair[(n // 3) % 2], clock)) == expected
 
 
+def journal_bytes(items: list) -> tuple[int, int]:
+    """(bytes of the snapshot, bytes of the tick entries after it) of a journal."""
+    assert items[0][0] == bars.SNAPSHOT
+    return len(items[0][1]), sum(len(item[1]) for item in items[1:] if item[0] == bars.TICKS)
+
+
 def test_the_journal_stays_bounded():
     calls = workload(seed=3, minutes=30)
     state_sizes = []
@@ -199,7 +206,28 @@ def test_the_journal_stays_bounded():
             clock.ms = arg[1]
             list(fn.process((0, arg[0]), state.journal, state.version, state.watermark, state.early))
         state_sizes.append(len(state.journal.items))
-    assert max(state_sizes) <= 64
+        if len(state.journal.items) > bars.COMPACT_MIN:
+            snapshot, entries = journal_bytes(state.journal.items)
+            # Entries of at most as many bytes as the snapshot, plus the call that crossed it.
+            assert entries <= snapshot + max(len(item[1]) for item in state.journal.items[1:])
+    assert max(state_sizes) <= bars.COMPACT_AFTER
+
+
+def test_many_small_calls_are_compacted_by_bytes_not_by_count():
+    # One tick per call, as a routed read of many shards gives: a snapshot
+    # every COMPACT_AFTER calls would pickle the books for a handful of ticks.
+    clock = Clock()
+    fn = new_fn(clock)
+    state = ShardState()
+    snapshots = 0
+    for index in range(3000):
+        clock.ms = T0 + index * 10
+        batch = {f"S{index % 300}": ([tick(f"S{index % 300}", 10.0 + index % 7, T0 + index * 10, index)], None)}
+        list(fn.process((0, batch), state.journal, state.version, state.watermark, state.early))
+        snapshots += len(state.journal.items) == 1
+    assert len(state.journal.items) <= bars.COMPACT_AFTER
+    # 9 here; a snapshot every 64 entries, as before, made 46.
+    assert snapshots <= 3000 // 64 // 4, snapshots
 
 
 def panes_of(outputs: list) -> list[dict]:
