@@ -34,7 +34,7 @@ import org.apache.kafka.clients.consumer.ConsumerConfig;
  */
 public class KafkaRecordBatchRead implements ExternalTransformRegistrar {
   public static final String URN = "beam:transform:market-data:kafka_read_batches:v1";
-  static final int DEFAULT_MAX_BATCH_RECORDS = 2000;
+  static final int DEFAULT_MAX_BATCH_RECORDS = 8000;
 
   @Override
   public Map<String, ExternalTransformBuilder<?, ?, ?>> knownBuilderInstances() {
