@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from market import codec
 from market.ticks import TickError
 from producer.universe import market_universe
 from runners.local import fetch
@@ -46,6 +47,10 @@ def spellings(symbol: str, rng: random.Random) -> list[bytes]:
         .replace(b'"symbol": "DECOY"', b'"symbol": "DECOY", "symbol": "' + symbol.encode() + b'"'),
         b'{"symbol": {"symbol": "NO", "x": [1]}, "price": 4, "volume": 2, "timestamp": 1764063000123, "symbol": "'
         + symbol.encode() + b'"}',
+        # As the producer writes them (the read's shortcut), and two that look so but are not.
+        codec.dumps({"symbol": symbol, "price": 5.25, "volume": 1, "timestamp": T, "seq": 3}),
+        b'{"symbol":"DECOY","price":1,"volume":1,"timestamp":1764063000123,"symbol":"' + symbol.encode() + b'"}',
+        b'{"symbol":"DECOY","price":1,"volume":1,"timestamp":1764063000123,"\\u0073ymbol":"' + symbol.encode() + b'"}',
     ]
 
 
