@@ -110,7 +110,8 @@ _GLOBAL = (GlobalWindow(),)
 class Shard:
     """A shard's books decoded in a worker's memory, with what its timers need."""
 
-    __slots__ = ("version", "counter", "entries", "entry_bytes", "snapshot_bytes", "books", "on_time", "closing", "dirty", "settled",
+    __slots__ = ("version", "counter", "entries", "entry_bytes", "snapshot_bytes", "books", "on_time", "closing",
+                 "dirty", "settled",
                  "event_at", "early_at", "early_last", "next_early", "clock_ms")
 
     def __init__(self, counter: int = 0) -> None:
@@ -145,6 +146,11 @@ class Shard:
 
 # Journal entry kinds (the first item of each entry).
 SNAPSHOT, TICKS, EARLY_FIRED, WATERMARK_FIRED = "snapshot", "ticks", "early", "watermark"
+
+
+def entry_size(entry: tuple) -> int:
+    """What a journal entry counts towards compaction: a TICKS entry its pickled bytes, a timer's ENTRY_BYTES."""
+    return len(entry[1]) if entry[0] == TICKS else ENTRY_BYTES
 
 
 class BuildBarsFn(beam.DoFn):
@@ -340,16 +346,15 @@ class BuildBarsFn(beam.DoFn):
             if kind == SNAPSHOT:
                 self._restore_snapshot(shard, pickle.loads(entry[1]))
                 shard.snapshot_bytes, shard.entry_bytes = len(entry[1]), 0
-            elif kind == TICKS:
-                shard.entry_bytes += len(entry[1])
+            else:
+                shard.entry_bytes += entry_size(entry)
+            if kind == TICKS:
                 self._take(shard, ((symbol, (unpack_ticks(packed), watermark))
                                    for symbol, watermark, packed in pickle.loads(entry[1])), entry[2], scratch)
             elif kind == EARLY_FIRED:
                 self._fire_early(shard, entry[1], scratch)
-                shard.entry_bytes += ENTRY_BYTES
             elif kind == WATERMARK_FIRED:
                 self._fire_watermark(shard, entry[1], scratch)
-                shard.entry_bytes += ENTRY_BYTES
             scratch.bars.clear()
             scratch.alerts.clear()
             scratch.dead_letters.clear()
@@ -394,9 +399,7 @@ class BuildBarsFn(beam.DoFn):
         elif entry is not None:
             if entry[0] == TICKS:
                 entry = (TICKS, pickle.dumps(entry[1], PICKLE_PROTOCOL), entry[2])
-                shard.entry_bytes += len(entry[1])
-            else:
-                shard.entry_bytes += ENTRY_BYTES
+            shard.entry_bytes += entry_size(entry)
             journal.add(entry)
             shard.entries += 1
         shard.counter += 1

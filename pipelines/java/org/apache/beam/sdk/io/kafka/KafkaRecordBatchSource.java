@@ -357,7 +357,7 @@ class KafkaRecordBatchSource extends UnboundedSource<KV<Long, byte[]>, KafkaReco
    */
   static final class Mark implements UnboundedSource.CheckpointMark {
     final KafkaCheckpointMark kafka;
-    private final transient KafkaCheckpointMark commit;
+    private final @Nullable KafkaCheckpointMark commit; // null once decoded: its reader is gone
     final List<Pending> pending;
 
     Mark(KafkaCheckpointMark kafka, @Nullable KafkaCheckpointMark commit, List<Pending> pending) {
